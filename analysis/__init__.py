@@ -1,0 +1,1 @@
+"""Pure functions on result tables and arrays: gains, similarities, statistics, and the report."""

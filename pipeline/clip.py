@@ -1,0 +1,270 @@
+"""The only module that touches open_clip internals: load a frozen CLIP, encode text and images with prompts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import MvlptError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Backbones shipped with the project: short name -> open_clip model config in configs/.
+# A shipped config with no weights is built with a fixed seed (the tiny test model, timm-style).
+SHIPPED = {
+    "tiny": "mvlpt-tiny",
+}
+
+
+def _register_shipped_configs() -> None:
+    import open_clip
+
+    if SHIPPED["tiny"] not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def file_sha256(path: str | os.PathLike, _memo: dict = {}) -> str:  # noqa: B006 - process memo
+    """Content hash of a file, memoised on (path, size, mtime) so big checkpoints hash once."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _memo[key] = h.hexdigest()
+    return _memo[key]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """`name` as the user wrote it, resolved to an open_clip architecture and a weights source."""
+
+    name: str
+    arch: str  # an open_clip model name (shipped configs are registered under their own names)
+    weights: str | None  # None (shipped random init), a pretrained tag, or a checkpoint path
+    weights_is_file: bool
+
+
+def parse_backbone(name: str) -> BackboneSpec:
+    """Resolve 'tiny', 'tiny:PATH', 'ARCH:TAG' or 'ARCH:PATH' (open_clip names), or fail in one line."""
+    import open_clip
+
+    _register_shipped_configs()
+    arch, _, weights = name.partition(":")
+    weights = weights or None
+    shipped = arch in SHIPPED
+    arch_name = SHIPPED.get(arch, arch).replace("/", "-")
+    if arch_name not in open_clip.list_models():
+        raise MvlptError(
+            f"unknown backbone '{name}': expected one of {sorted(SHIPPED)} or ARCH:TAG / ARCH:PATH "
+            f"with ARCH an open_clip model (e.g. ViT-B-16:openai)"
+        )
+    if weights is None:
+        if not shipped:
+            raise MvlptError(
+                f"backbone '{name}' names no weights: use {arch}:TAG (e.g. openai) or {arch}:PATH"
+            )
+        return BackboneSpec(name, arch_name, None, False)
+    is_file = os.path.sep in weights or weights.endswith((".pt", ".bin", ".pth", ".safetensors"))
+    if is_file:
+        if not os.path.isfile(weights):
+            raise MvlptError(f"backbone '{name}': checkpoint file not found: {weights}")
+        return BackboneSpec(name, arch_name, os.path.abspath(weights), True)
+    if not open_clip.get_pretrained_cfg(arch_name, weights):
+        tags = open_clip.list_pretrained_tags_by_model(arch_name)
+        raise MvlptError(f"backbone '{name}': unknown pretrained tag '{weights}' (known: {tags})")
+    return BackboneSpec(name, arch_name, weights, False)
+
+
+def backbone_identity(spec: BackboneSpec) -> str:
+    """What determines the backbone's weights: config content plus the tag or the file's hash."""
+    import open_clip
+
+    cfg = json.dumps(open_clip.get_model_config(spec.arch), sort_keys=True)
+    if spec.weights is None:
+        source = "seed0"
+    elif spec.weights_is_file:
+        source = "sha256:" + file_sha256(spec.weights)
+    else:
+        source = "tag:" + spec.weights
+    digest = hashlib.sha256(f"{cfg}|{source}".encode()).hexdigest()[:16]
+    return f"{spec.arch}@{digest}"
+
+
+class Backbone:
+    """A frozen open_clip CLIP whose text and image encoders accept prompt tokens."""
+
+    def __init__(self, model, tokenizer, spec: BackboneSpec, identity: str, device: torch.device):
+        if not hasattr(model, "token_embedding"):
+            raise MvlptError(f"backbone '{spec.name}' has a text tower mvlpt cannot prompt")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.identity = identity
+        self.device = device
+        self.preprocess_cfg = dict(model.visual.preprocess_cfg)
+        self.context_length = int(model.context_length)
+        self.text_width = int(model.token_embedding.weight.shape[1])
+        self.embed_dim = int(model.text_projection.shape[-1]) if model.text_projection is not None else self.text_width
+        v = model.visual
+        self.is_vit = hasattr(v, "conv1") and hasattr(v, "class_embedding")
+        self.vision_width = int(v.class_embedding.shape[0]) if self.is_vit else 0
+        self.vision_layers = len(v.transformer.resblocks) if self.is_vit else 0
+        self.patch_size = int(v.patch_size[0]) if self.is_vit else 0
+        size = self.preprocess_cfg["size"]
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.logit_scale = float(model.logit_scale.exp().item())
+        self._transform = None
+
+    # ---- text -------------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """(N, L) token ids; a text longer than the context is an error, not a silent cut."""
+        for text in texts:
+            n = self.count_tokens(text)
+            if n is not None and n + 2 > self.context_length:
+                raise MvlptError(
+                    f"text too long for backbone '{self.spec.name}' "
+                    f"({n} tokens, context {self.context_length}): '{text}'"
+                )
+        return self.tokenizer(texts).to(self.device)
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` without start/end markers (None where the tokenizer cannot tell)."""
+        encode = getattr(self.tokenizer, "encode", None)
+        return len(encode(text)) if encode is not None else None
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L) ids -> (N, L, Dt) token embeddings, before positions are added."""
+        return self.model.token_embedding(tokens)
+
+    def pool_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N,) position whose output is the text feature, as the model's own pooling picks it."""
+        pool = self.model.text_pool_type
+        n, length = tokens.shape
+        if pool == "argmax":
+            return tokens.argmax(dim=-1)
+        if pool == "eos":
+            return (tokens == self.model.text_eos_id).int().argmax(dim=-1)
+        if pool == "last":
+            return torch.full((n,), length - 1, device=tokens.device)
+        if pool == "first":
+            return torch.zeros(n, dtype=torch.long, device=tokens.device)
+        raise MvlptError(f"backbone '{self.spec.name}' pools text with '{pool}', not supported")
+
+    def encode_text_embedded(self, x: torch.Tensor, pool_idx: torch.Tensor) -> torch.Tensor:
+        """(N, L, Dt) token embeddings (prompts already in place) -> (N, E) text features."""
+        m = self.model
+        cast = m.transformer.get_cast_dtype()
+        x = x.to(cast) + m.positional_embedding.to(cast)  # (N, L, Dt)
+        x = m.transformer(x, attn_mask=m.attn_mask)
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), pool_idx]  # (N, Dt)
+        if m.text_projection is not None:
+            x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+        return x
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L) ids -> (N, E), the prompt-free path (equals model.encode_text)."""
+        return self.encode_text_embedded(self.embed_tokens(tokens), self.pool_index(tokens))
+
+    # ---- images -----------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, prompts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, E). `prompts[i]` (P, Dv) replaces the prompt tokens before layer i.
+
+        prompts[0] is inserted after the class token before ln_pre; a later entry overwrites the
+        P tokens after the class token at the input of its layer (deep VPT). None entries beyond 0
+        keep the previous layer's prompt outputs. With no prompts this equals model.encode_image.
+        """
+        v = self.model.visual
+        if not self.is_vit:
+            if prompts:
+                raise MvlptError(f"visual prompts need a ViT image tower; '{self.spec.name}' has none")
+            return v(images)
+        x = v.conv1(images.to(v.conv1.weight.dtype))  # (B, Dv, g, g)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # (B, g*g, Dv)
+        cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)  # (B, 1+g*g, Dv)
+        x = v.patch_dropout(x)
+        n_prompt = 0
+        if prompts:
+            p0 = prompts[0].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, P, Dv)
+            n_prompt = p0.shape[1]
+            x = torch.cat([x[:, :1], p0, x[:, 1:]], dim=1)  # (B, 1+P+g*g, Dv)
+        x = v.ln_pre(x)
+        batch_first = getattr(v.transformer, "batch_first", True)
+        for i, block in enumerate(v.transformer.resblocks):
+            if prompts and 0 < i < len(prompts) and prompts[i] is not None:
+                pi = prompts[i].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :1], pi, x[:, 1 + n_prompt :]], dim=1)
+            if batch_first:
+                x = block(x)
+            else:
+                x = block(x.transpose(0, 1)).transpose(0, 1)
+        if n_prompt and v.pool_type == "avg":
+            x = torch.cat([x[:, :1], x[:, 1 + n_prompt :]], dim=1)  # pool over patches only
+        pooled, _ = v._pool(x)
+        if v.proj is not None:
+            pooled = pooled @ v.proj
+        return pooled
+
+    # ---- preprocessing ----------------------------------------------------------------------
+    def preprocess_cfg_key(self) -> str:
+        return json.dumps(self.preprocess_cfg, sort_keys=True, default=str)
+
+    def preprocess(self, image) -> torch.Tensor:
+        """A PIL image or a (3, h, w) float tensor in [0, 1] -> the model's (3, H, W) input."""
+        if isinstance(image, torch.Tensor):
+            x = image.float().unsqueeze(0)
+            if tuple(x.shape[-2:]) != self.image_size:
+                x = F.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False, antialias=True)
+            mean = torch.tensor(self.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(self.preprocess_cfg["std"]).view(1, 3, 1, 1)
+            return ((x.clamp(0, 1) - mean) / std)[0]
+        if self._transform is None:
+            import open_clip
+            from open_clip.transform import PreprocessCfg
+
+            self._transform = open_clip.image_transform_v2(PreprocessCfg(**self.preprocess_cfg), is_train=False)
+        return self._transform(image)
+
+
+_LOADED: dict[tuple[str, str], Backbone] = {}
+
+
+def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str | None = None) -> Backbone:
+    """Build (once per process and device) the frozen backbone named `name`."""
+    spec = parse_backbone(name)
+    device = torch.device(device)
+    key = (name, str(device))
+    if key in _LOADED:
+        return _LOADED[key]
+    import open_clip
+
+    identity = backbone_identity(spec)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # shipped configs without weights are this exact random init
+            model = open_clip.create_model(spec.arch, pretrained=spec.weights, cache_dir=cache_dir)
+    except MvlptError:
+        raise
+    except (RuntimeError, FileNotFoundError, OSError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MvlptError(f"could not load backbone '{name}': {first}") from err
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(spec.arch)
+    backbone = Backbone(model, tokenizer, spec, identity, device)
+    _LOADED[key] = backbone
+    log.info("loaded backbone %s (%s) on %s", name, identity, device)
+    return backbone

@@ -1,0 +1,132 @@
+"""The task registry: a name (or an image-folder path) -> a Task with its classes, metric and data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.data.sources import TORCHVISION, ImageFolderSource, Source, TensorSource
+from pipeline.errors import MvlptError
+
+METRICS = ("accuracy", "mean_per_class", "map11", "roc_auc")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    metric: str
+    source: Source = field(compare=False, repr=False)
+    domain: str = ""
+    identity_key: str = ""  # what names this task's data in cell identities; defaults to the name
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise MvlptError(f"task '{self.name}': unknown metric '{self.metric}' (known: {', '.join(METRICS)})")
+        if self.metric == "roc_auc" and len(self.classnames) != 2:
+            raise MvlptError(f"task '{self.name}': roc_auc needs 2 classes, it has {len(self.classnames)}")
+        if self.metric == "map11" and not self.multilabel:
+            raise MvlptError(f"task '{self.name}': map11 is a multi-label metric; the task is single-label")
+
+    @property
+    def classnames(self) -> tuple[str, ...]:
+        return self.source.classnames
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.source.multilabel
+
+    @property
+    def identity(self) -> str:
+        return self.identity_key or self.name
+
+
+# The ELEVATER roster (SPEC 2): name -> (metric, multi-label). Data come from an image folder under
+# the data root, or from torchvision (no download) where torchvision ships the dataset.
+ELEVATER = {
+    "caltech-101": "mean_per_class",
+    "cifar-10": "accuracy",
+    "cifar-100": "accuracy",
+    "country211": "accuracy",
+    "dtd": "accuracy",
+    "eurosat": "accuracy",
+    "fer-2013": "accuracy",
+    "fgvc-aircraft": "mean_per_class",
+    "food-101": "accuracy",
+    "gtsrb": "accuracy",
+    "hateful-memes": "roc_auc",
+    "kitti-distance": "accuracy",
+    "mnist": "accuracy",
+    "oxford-flower-102": "mean_per_class",
+    "oxford-iiit-pets": "mean_per_class",
+    "patch-camelyon": "accuracy",
+    "rendered-sst2": "accuracy",
+    "resisc45": "accuracy",
+    "stanford-cars": "accuracy",
+    "voc-2007": "map11",
+}
+
+# Tasks defined in memory by the process (tests, generated suites): name -> Task.
+_IN_MEMORY: dict[str, Task] = {}
+
+
+def data_root() -> Path:
+    """Where registry tasks look for their data: $MVLPT_DATA, else ~/data/elevater."""
+    return Path(os.environ.get("MVLPT_DATA", Path.home() / "data" / "elevater"))
+
+
+def register_tensor_task(
+    name: str, images: dict, labels: dict, classnames, metric: str = "accuracy",
+    multilabel: bool = False, domain: str = "",
+) -> Task:
+    """Define a task from in-memory tensors ({split: (N, 3, h, w) in [0, 1]}) under `name`."""
+    source = TensorSource(images, labels, classnames, multilabel)
+    task = Task(name, metric, source, domain, identity_key=f"{name}@{source.fingerprint()}")
+    _IN_MEMORY[name] = task
+    return task
+
+
+def known_tasks() -> list[str]:
+    return sorted(set(ELEVATER) | set(_IN_MEMORY))
+
+
+_RESOLVED: dict[tuple[str, str], Task] = {}
+
+
+def resolve_task(name: str) -> Task:
+    """A registry name, an in-memory task, or the path of an image folder -> Task (memoised)."""
+    if name in _IN_MEMORY:
+        return _IN_MEMORY[name]
+    key = (name, str(data_root()))
+    if key in _RESOLVED:
+        return _RESOLVED[key]
+    if name in ELEVATER:
+        folder = data_root() / name
+        if (folder / "train").is_dir():
+            source = ImageFolderSource(folder, name)
+        elif name in TORCHVISION:
+            from pipeline.data.sources import TorchvisionSource
+
+            source = TorchvisionSource(name, folder)
+        else:
+            raise MvlptError(
+                f"task '{name}': dataset root not found: {folder} "
+                f"(expected {folder}/train/<class>/* and {folder}/test/<class>/*; set MVLPT_DATA)"
+            )
+        task = Task(name, ELEVATER[name], source)
+    elif os.path.sep in name or os.path.isdir(name):
+        path = Path(name).expanduser().resolve()
+        label = path.name
+        source = ImageFolderSource(path, label)
+        metric = "map11" if source.multilabel else "accuracy"
+        task = Task(label, metric, source, identity_key=f"folder:{label}@{source.fingerprint()}")
+    else:
+        raise MvlptError(
+            f"unknown task '{name}': not a registry task ({', '.join(known_tasks())}) nor an image folder"
+        )
+    _RESOLVED[key] = task
+    return task

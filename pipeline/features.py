@@ -1,0 +1,131 @@
+"""Content-keyed cache of frozen image features and of preprocessed pixels.
+
+A table of features is keyed by (backbone identity, task identity, split, preprocessing); inside it
+each image index is encoded at most once per process. With a cache folder the tables also persist
+across processes: each table is one file, merged and replaced atomically on every write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.clip import Backbone
+from pipeline.data.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class _ImageSet(torch.utils.data.Dataset):
+    """Images `indices` of one split, preprocessed for the backbone (picklable for workers)."""
+
+    def __init__(self, task: Task, split: str, indices, preprocess):
+        self.source, self.split, self.indices, self.preprocess = task.source, split, list(indices), preprocess
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.preprocess(self.source.image(self.split, self.indices[i]))
+
+
+def pixel_batches(
+    backbone: Backbone, task: Task, split: str, indices, batch_size: int = 128, workers: int = 0
+) -> Iterator[torch.Tensor]:
+    """Preprocessed (B, 3, H, W) batches of the given images, in order."""
+    data = _ImageSet(task, split, indices, backbone.preprocess)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=workers,
+        pin_memory=backbone.device.type == "cuda",
+    )
+    for batch in loader:
+        yield batch.to(backbone.device, non_blocking=True)
+
+
+def load_pixels(backbone: Backbone, task: Task, split: str, indices, workers: int = 0) -> torch.Tensor:
+    """(N, 3, H, W) preprocessed images, all at once (for K-shot sets)."""
+    parts = list(pixel_batches(backbone, task, split, indices, 256, workers))
+    if not parts:
+        return torch.empty(0, 3, *backbone.image_size, device=backbone.device)
+    return torch.cat(parts)
+
+
+class FeatureCache:
+    """Frozen image features per (backbone, task, split, preprocessing), filled image by image."""
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        self.folder = Path(folder) if folder is not None else None
+        self._tables: dict[str, tuple[dict[int, int], torch.Tensor]] = {}
+        self.images_encoded = 0  # how many images went through the image tower, for tests and benches
+
+    @staticmethod
+    def key(backbone: Backbone, task: Task, split: str) -> str:
+        parts = [backbone.identity, task.identity, task.source.fingerprint(), split, backbone.preprocess_cfg_key()]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+    def _file(self, key: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{key}.pt"
+
+    def _read_disk(self, key: str) -> tuple[dict[int, int], torch.Tensor] | None:
+        path = self._file(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a cache file that cannot be read is rebuilt, never trusted
+            log.warning("ignoring unreadable feature cache file %s", path)
+            return None
+        index = [int(i) for i in blob["index"]]
+        return {i: r for r, i in enumerate(index)}, blob["features"]
+
+    def _table(self, key: str) -> tuple[dict[int, int], torch.Tensor | None]:
+        if key not in self._tables:
+            loaded = self._read_disk(key)
+            if loaded is not None:
+                self._tables[key] = loaded
+        return self._tables.get(key, ({}, None))
+
+    def _write_disk(self, key: str, pos: dict[int, int], feats: torch.Tensor) -> None:
+        path = self._file(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        other = self._read_disk(key)  # another process may have added rows meanwhile
+        if other is not None:
+            extra = [i for i in other[0] if i not in pos]
+            if extra:
+                rows = torch.stack([other[1][other[0][i]] for i in extra])
+                pos = {**pos, **{i: len(pos) + k for k, i in enumerate(extra)}}
+                feats = torch.cat([feats, rows])
+        index = sorted(pos, key=pos.get)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"index": torch.tensor(index, dtype=torch.long), "features": feats}, tmp)
+        os.replace(tmp, path)
+
+    def features(
+        self, backbone: Backbone, task: Task, split: str, indices, batch_size: int = 256, workers: int = 0
+    ) -> torch.Tensor:
+        """(N, E) float32 raw image features of `indices`, encoding only images not seen before."""
+        key = self.key(backbone, task, split)
+        pos, feats = self._table(key)
+        indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+        missing = list(dict.fromkeys(i for i in indices if i not in pos))
+        if missing:
+            new = []
+            with torch.no_grad():
+                for batch in pixel_batches(backbone, task, split, missing, batch_size, workers):
+                    new.append(backbone.encode_image(batch).float().cpu())
+            new = torch.cat(new)
+            self.images_encoded += len(missing)
+            pos = {**pos, **{i: len(pos) + k for k, i in enumerate(missing)}}
+            feats = new if feats is None else torch.cat([feats, new])
+            self._tables[key] = (pos, feats)
+            self._write_disk(key, pos, feats)
+        rows = torch.tensor([pos[i] for i in indices], dtype=torch.long)
+        return feats[rows].to(backbone.device)

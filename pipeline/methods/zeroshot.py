@@ -1,0 +1,43 @@
+"""Zero-shot CLIP: the frozen model with a hand-made template; nothing is learned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.clip import Backbone
+from pipeline.methods.state import check_state, make_state
+from pipeline.methods.text import template_features
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    template: str = "a photo of a {}."
+
+
+class ZeroShot(nn.Module):
+    name = "zeroshot"
+    input_kind = "features"  # frozen image features: the image tower runs once per image
+
+    def __init__(self, backbone: Backbone, classnames, config: ZeroShotConfig, generator: torch.Generator):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("text", template_features(backbone, classnames, config.template))
+
+    def class_features(self) -> torch.Tensor:
+        return self.text  # (C, E)
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x.float(), dim=-1)  # x: (B, E) cached raw features
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.logit_scale * self.image_features(x) @ self.class_features().T  # (B, C)
+
+    def prompt_state(self) -> dict:
+        return make_state(self.name, {})
+
+    def load_prompt_state(self, state: dict) -> None:
+        check_state(state, self.name, {})

@@ -1,0 +1,1 @@
+"""Orchestration of transferability studies, and the `mvlpt` command line."""
