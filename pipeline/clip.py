@@ -1,7 +1,8 @@
-"""The only module that touches open_clip internals: load a frozen CLIP, encode text and images with prompts."""
+"""The only module that touches open_clip internals: a frozen CLIP whose encoders take prompts."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -115,7 +116,9 @@ class Backbone:
         self.preprocess_cfg = dict(model.visual.preprocess_cfg)
         self.context_length = int(model.context_length)
         self.text_width = int(model.token_embedding.weight.shape[1])
-        self.embed_dim = int(model.text_projection.shape[-1]) if model.text_projection is not None else self.text_width
+        self.embed_dim = (
+            int(model.text_projection.shape[-1]) if model.text_projection is not None else self.text_width
+        )
         v = model.visual
         self.is_vit = hasattr(v, "conv1") and hasattr(v, "class_embedding")
         self.vision_width = int(v.class_embedding.shape[0]) if self.is_vit else 0
@@ -124,7 +127,7 @@ class Backbone:
         size = self.preprocess_cfg["size"]
         self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
         self.logit_scale = float(model.logit_scale.exp().item())
-        self._transform = None
+        self.preprocess = Preprocess(self.preprocess_cfg)
 
     # ---- text -------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -170,7 +173,11 @@ class Backbone:
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), pool_idx]  # (N, Dt)
         if m.text_projection is not None:
-            x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+            x = (
+                m.text_projection(x)
+                if isinstance(m.text_projection, torch.nn.Linear)
+                else x @ m.text_projection
+            )
         return x
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -206,10 +213,7 @@ class Backbone:
             if prompts and 0 < i < len(prompts) and prompts[i] is not None:
                 pi = prompts[i].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :1], pi, x[:, 1 + n_prompt :]], dim=1)
-            if batch_first:
-                x = block(x)
-            else:
-                x = block(x.transpose(0, 1)).transpose(0, 1)
+            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
         if n_prompt and v.pool_type == "avg":
             x = torch.cat([x[:, :1], x[:, 1 + n_prompt :]], dim=1)  # pool over patches only
         pooled, _ = v._pool(x)
@@ -221,24 +225,50 @@ class Backbone:
     def preprocess_cfg_key(self) -> str:
         return json.dumps(self.preprocess_cfg, sort_keys=True, default=str)
 
-    def preprocess(self, image) -> torch.Tensor:
-        """A PIL image or a (3, h, w) float tensor in [0, 1] -> the model's (3, H, W) input."""
+
+class Preprocess:
+    """A PIL image or a (3, h, w) tensor (float in [0, 1] or uint8) -> the model's (3, H, W) input.
+
+    A plain picklable object, so image-loading workers get it without the model.
+    """
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        size = cfg["size"]
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self._transform = None
+
+    def __call__(self, image) -> torch.Tensor:
         if isinstance(image, torch.Tensor):
-            x = image.float().unsqueeze(0)
-            if tuple(x.shape[-2:]) != self.image_size:
-                x = F.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False, antialias=True)
-            mean = torch.tensor(self.preprocess_cfg["mean"]).view(1, 3, 1, 1)
-            std = torch.tensor(self.preprocess_cfg["std"]).view(1, 3, 1, 1)
+            x = image.unsqueeze(0)
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            if tuple(x.shape[-2:]) != self.size:
+                x = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False, antialias=True)
+            mean = torch.tensor(self.cfg["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(self.cfg["std"]).view(1, 3, 1, 1)
             return ((x.clamp(0, 1) - mean) / std)[0]
         if self._transform is None:
-            import open_clip
-            from open_clip.transform import PreprocessCfg
+            from open_clip.transform import PreprocessCfg, image_transform_v2
 
-            self._transform = open_clip.image_transform_v2(PreprocessCfg(**self.preprocess_cfg), is_train=False)
+            self._transform = image_transform_v2(PreprocessCfg(**self.cfg), is_train=False)
         return self._transform(image)
 
 
 _LOADED: dict[tuple[str, str], Backbone] = {}
+
+
+@contextlib.contextmanager
+def _quiet_root_logger(quiet: bool):
+    """open_clip warns on the root logger that a weightless model is random: for the shipped
+    test config that is the intent, not news."""
+    root = logging.getLogger()
+    level = root.level
+    if quiet:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str | None = None) -> Backbone:
@@ -252,7 +282,7 @@ def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str 
 
     identity = backbone_identity(spec)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_root_logger(spec.weights is None):
             torch.manual_seed(0)  # shipped configs without weights are this exact random init
             model = open_clip.create_model(spec.arch, pretrained=spec.weights, cache_dir=cache_dir)
     except MvlptError:

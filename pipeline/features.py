@@ -26,7 +26,12 @@ class _ImageSet(torch.utils.data.Dataset):
     """Images `indices` of one split, preprocessed for the backbone (picklable for workers)."""
 
     def __init__(self, task: Task, split: str, indices, preprocess):
-        self.source, self.split, self.indices, self.preprocess = task.source, split, list(indices), preprocess
+        self.source, self.split, self.indices, self.preprocess = (
+            task.source,
+            split,
+            list(indices),
+            preprocess,
+        )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -41,7 +46,10 @@ def pixel_batches(
     """Preprocessed (B, 3, H, W) batches of the given images, in order."""
     data = _ImageSet(task, split, indices, backbone.preprocess)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=batch_size, shuffle=False, num_workers=workers,
+        data,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
         pin_memory=backbone.device.type == "cuda",
     )
     for batch in loader:
@@ -56,6 +64,20 @@ def load_pixels(backbone: Backbone, task: Task, split: str, indices, workers: in
     return torch.cat(parts)
 
 
+# Images are encoded in batches of exactly this many (zero-padded): a fixed shape makes an image's
+# features bit-identical whatever it was batched with, so a cached feature never depends on which
+# cell asked first (on CPU, a batch of 20 and a batch of 1 differ in the last bits otherwise).
+ENCODE_BATCH = 64
+
+
+def _encode_padded(backbone: Backbone, batch: torch.Tensor) -> torch.Tensor:
+    n = batch.shape[0]
+    if n < ENCODE_BATCH:
+        pad = batch.new_zeros((ENCODE_BATCH - n, *batch.shape[1:]))
+        batch = torch.cat([batch, pad])  # (ENCODE_BATCH, 3, H, W)
+    return backbone.encode_image(batch)[:n].float().cpu()
+
+
 class FeatureCache:
     """Frozen image features per (backbone, task, split, preprocessing), filled image by image."""
 
@@ -66,7 +88,13 @@ class FeatureCache:
 
     @staticmethod
     def key(backbone: Backbone, task: Task, split: str) -> str:
-        parts = [backbone.identity, task.identity, task.source.fingerprint(), split, backbone.preprocess_cfg_key()]
+        parts = [
+            backbone.identity,
+            task.identity,
+            task.source.fingerprint(),
+            split,
+            backbone.preprocess_cfg_key(),
+        ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
     def _file(self, key: str) -> Path | None:
@@ -108,9 +136,7 @@ class FeatureCache:
         torch.save({"index": torch.tensor(index, dtype=torch.long), "features": feats}, tmp)
         os.replace(tmp, path)
 
-    def features(
-        self, backbone: Backbone, task: Task, split: str, indices, batch_size: int = 256, workers: int = 0
-    ) -> torch.Tensor:
+    def features(self, backbone: Backbone, task: Task, split: str, indices, workers: int = 0) -> torch.Tensor:
         """(N, E) float32 raw image features of `indices`, encoding only images not seen before."""
         key = self.key(backbone, task, split)
         pos, feats = self._table(key)
@@ -119,8 +145,8 @@ class FeatureCache:
         if missing:
             new = []
             with torch.no_grad():
-                for batch in pixel_batches(backbone, task, split, missing, batch_size, workers):
-                    new.append(backbone.encode_image(batch).float().cpu())
+                for batch in pixel_batches(backbone, task, split, missing, ENCODE_BATCH, workers):
+                    new.append(_encode_padded(backbone, batch))
             new = torch.cat(new)
             self.images_encoded += len(missing)
             pos = {**pos, **{i: len(pos) + k for k, i in enumerate(missing)}}

@@ -115,7 +115,11 @@ def score(metric: str, logits: torch.Tensor | np.ndarray, targets: np.ndarray) -
         per_class = [(pred[targets == c] == c).mean() for c in np.unique(targets)]
         return float(np.mean(per_class))
     if metric == "map11":
-        aps = [_average_precision_11(logits[:, c], targets[:, c]) for c in range(targets.shape[1]) if targets[:, c].any()]
+        aps = [
+            _average_precision_11(logits[:, c], targets[:, c])
+            for c in range(targets.shape[1])
+            if targets[:, c].any()
+        ]
         return float(np.mean(aps)) if aps else float("nan")
     if metric == "roc_auc":
         shifted = logits - logits.max(1, keepdims=True)
@@ -136,8 +140,13 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(method, batches: Iterable[torch.Tensor], encode: Callable | None = None,
-            columns: slice | None = None, precision: str = "auto") -> torch.Tensor:
+def predict(
+    method,
+    batches: Iterable[torch.Tensor],
+    encode: Callable | None = None,
+    columns: slice | None = None,
+    precision: str = "auto",
+) -> torch.Tensor:
     """(N, C) logits over all batches; class features are computed once."""
     was_training = method.training
     method.eval()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.data.tasks import METRICS
 from pipeline.errors import MvlptError
 from pipeline.loop import Recipe
 
@@ -39,6 +40,7 @@ class Cell:
     recipe: Recipe = field(default_factory=Recipe)
     method_config: tuple = ()
     source_seeds: tuple[int, ...] = ()  # init mode: average the source prompt over these seeds
+    metric: str | None = None  # overrides the target task's own metric
 
     def __post_init__(self):
         object.__setattr__(self, "method_config", tuple(sorted(dict(self.method_config).items())))
@@ -60,6 +62,8 @@ class Cell:
             raise MvlptError(f"shots must be at least 1, got {self.shots}")
         if self.seed < 0:
             raise MvlptError(f"seed must be non-negative, got {self.seed}")
+        if self.metric is not None and self.metric not in METRICS:
+            raise MvlptError(f"unknown metric '{self.metric}' (known: {', '.join(METRICS)})")
 
     @property
     def config(self) -> dict:
@@ -72,7 +76,15 @@ def dependencies(cell: Cell) -> list[Cell]:
         return []
     seeds = cell.source_seeds or (cell.seed,)
     return [
-        dataclasses.replace(cell, stage="single", mode=None, source=None, target=cell.source, seed=s, source_seeds=())
+        dataclasses.replace(
+            cell,
+            stage="single",
+            mode=None,
+            source=None,
+            target=cell.source,
+            seed=s,
+            source_seeds=(),
+        )
         for s in seeds
     ]
 
@@ -90,6 +102,7 @@ def cell_id(cell: Cell) -> str:
         "backbone": backbone_identity(parse_backbone(cell.backbone)),
         "stage": cell.stage,
         "target": resolve_task(cell.target).identity,
+        "metric": cell.metric,
     }
     if cell.stage != "zeroshot":  # zero-shot reads the whole test split: no sample, no training
         payload.update(shots=cell.shots, seed=cell.seed, recipe=dataclasses.asdict(cell.recipe))
@@ -212,6 +225,8 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
     config = method_config(cell.method, cell.config)
     backbone = load_backbone(cell.backbone, device)
     target = resolve_task(cell.target)
+    if cell.metric is not None:
+        target = dataclasses.replace(target, metric=cell.metric)  # validated against the task here
     cid = cell_id(cell)
     cache = ctx.cache()
 
@@ -222,11 +237,15 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
     classnames = list(target.classnames)
     parts = []  # (task, indices, labels over the union)
     if cell.stage != "zeroshot":
-        sample = few_shot(target.source.labels("train"), target.classnames, cell.shots, cell.seed, target.name)
+        sample = few_shot(
+            target.source.labels("train"), target.classnames, cell.shots, cell.seed, target.name
+        )
         parts.append((target, sample.train))
     if cell.stage == "transfer" and cell.mode == "joint":
         source = resolve_task(cell.source)
-        src_sample = few_shot(source.source.labels("train"), source.classnames, cell.shots, cell.seed, source.name)
+        src_sample = few_shot(
+            source.source.labels("train"), source.classnames, cell.shots, cell.seed, source.name
+        )
         parts.append((source, src_sample.train))
         classnames += [c for c in source.classnames if c not in classnames]
     union = {c: i for i, c in enumerate(classnames)}
@@ -253,13 +272,25 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         xs, ys = [], []
         for task, idx in parts:
             xs.append(inputs_of(task, "train", idx))
-            ys.append(_union_targets(task.source.labels("train")[idx], task.classnames, union, multihot, len(union)))
+            ys.append(
+                _union_targets(task.source.labels("train")[idx], task.classnames, union, multihot, len(union))
+            )
         inputs = torch.cat(xs)
         targets = torch.as_tensor(np.concatenate(ys), device=device)
         val_x = inputs_of(target, "train", sample.val)
         val_y = target.source.labels("train")[sample.val]
-        trained = train(method, inputs, targets, val_x, val_y, target.metric, cell.recipe, cell.seed,
-                        encode=encode, val_columns=columns)
+        trained = train(
+            method,
+            inputs,
+            targets,
+            val_x,
+            val_y,
+            target.metric,
+            cell.recipe,
+            cell.seed,
+            encode=encode,
+            val_columns=columns,
+        )
         method.load_prompt_state(trained.state)
 
     test_labels = target.source.labels("test")
@@ -272,23 +303,54 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
     value = score(target.metric, logits, test_labels)
 
     return CellResult(
-        cell_id=cid, stage=cell.stage, mode=cell.mode, method=cell.method, backbone=cell.backbone,
-        source=cell.source, target=cell.target, shots=cell.shots if parts else 0,
-        seed=cell.seed, metric=target.metric, value=value,
+        cell_id=cid,
+        stage=cell.stage,
+        mode=cell.mode,
+        method=cell.method,
+        backbone=cell.backbone,
+        source=cell.source,
+        target=cell.target,
+        shots=cell.shots if parts else 0,
+        seed=cell.seed,
+        metric=target.metric,
+        value=value,
         val_value=trained.val_value if trained else float("nan"),
-        n_train=sum(len(i) for _, i in parts), n_test=len(test_labels),
-        epochs_run=trained.epochs_run if trained else 0, best_epoch=trained.best_epoch if trained else -1,
-        wall_s=time.perf_counter() - start, peak_mem_mb=_peak_mem_mb(device), device=str(device),
-        node=socket.gethostname(), status="ok", error=None, code_version=code_version(),
+        n_train=sum(len(i) for _, i in parts),
+        n_test=len(test_labels),
+        epochs_run=trained.epochs_run if trained else 0,
+        best_epoch=trained.best_epoch if trained else -1,
+        wall_s=time.perf_counter() - start,
+        peak_mem_mb=_peak_mem_mb(device),
+        device=str(device),
+        node=socket.gethostname(),
+        status="ok",
+        error=None,
+        code_version=code_version(),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         method_config=json.dumps(dataclasses.asdict(config), sort_keys=True),
         prompt_state=trained.state if trained else method.prompt_state(),
     )
 
 
-def make_cell(method: str, target: str, *, source: str | None = None, mode: str | None = None,
-              method_config: Mapping | None = None, recipe: Recipe | None = None, **kw) -> Cell:
+def make_cell(
+    method: str,
+    target: str,
+    *,
+    source: str | None = None,
+    mode: str | None = None,
+    method_config: Mapping | None = None,
+    recipe: Recipe | None = None,
+    **kw,
+) -> Cell:
     """A Cell with the stage inferred: zeroshot for the zeroshot method, transfer with a source."""
     stage = "zeroshot" if method == "zeroshot" else ("transfer" if source else "single")
-    return Cell(method=method, target=target, stage=stage, mode=mode, source=source,
-                method_config=tuple((method_config or {}).items()), recipe=recipe or Recipe(), **kw)
+    return Cell(
+        method=method,
+        target=target,
+        stage=stage,
+        mode=mode,
+        source=source,
+        method_config=tuple((method_config or {}).items()),
+        recipe=recipe or Recipe(),
+        **kw,
+    )

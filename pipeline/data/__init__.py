@@ -2,7 +2,14 @@
 
 from pipeline.data.sampler import FewShot, few_shot
 from pipeline.data.sources import ImageFolderSource, TensorSource, TorchvisionSource
-from pipeline.data.tasks import ELEVATER, METRICS, Task, known_tasks, register_tensor_task, resolve_task
+from pipeline.data.tasks import (
+    ELEVATER,
+    METRICS,
+    Task,
+    known_tasks,
+    register_tensor_task,
+    resolve_task,
+)
 
 __all__ = [
     "ELEVATER",

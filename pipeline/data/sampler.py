@@ -50,4 +50,7 @@ def few_shot(labels: np.ndarray, classnames, shots: int, seed: int, task: str) -
         taken.update(pick)
         train += [i for i in pick if i not in train] if labels.ndim == 2 else pick
         val += pick[:n_val]
-    return FewShot(np.asarray(train, dtype=np.int64), np.asarray(sorted(set(val), key=val.index), dtype=np.int64))
+    return FewShot(
+        np.asarray(train, dtype=np.int64),
+        np.asarray(sorted(set(val), key=val.index), dtype=np.int64),
+    )

@@ -99,7 +99,9 @@ class ImageFolderSource:
             for r, (file, names) in enumerate(rows):
                 unknown = [c for c in names if c not in index]
                 if unknown:
-                    raise MvlptError(f"task '{self.name}': {split}/labels.csv names unknown class '{unknown[0]}'")
+                    raise MvlptError(
+                        f"task '{self.name}': {split}/labels.csv names unknown class '{unknown[0]}'"
+                    )
                 files.append(str(folder / file))
                 labels[r, [index[c] for c in names]] = 1.0
             self._files[split], self._labels[split] = files, labels
@@ -107,7 +109,11 @@ class ImageFolderSource:
         files, labels = [], []
         for c, cls in enumerate(self.classnames):
             d = folder / cls
-            found = sorted(str(p) for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if d.is_dir() else []
+            found = (
+                sorted(str(p) for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if d.is_dir()
+                else []
+            )
             if not found:
                 raise MvlptError(f"task '{self.name}': class '{cls}' has no images in {d}")
             files += found
@@ -133,7 +139,7 @@ class ImageFolderSource:
 
 
 class TensorSource:
-    """Images held in memory: {split: (N, 3, h, w) float in [0, 1]} and labels per split."""
+    """Images held in memory: {split: (N, 3, h, w) float in [0, 1] or uint8} and labels per split."""
 
     def __init__(self, images: dict, labels: dict, classnames, multilabel: bool = False):
         self.classnames = tuple(classnames)
@@ -169,12 +175,32 @@ TORCHVISION = {
     "cifar-100": ("CIFAR100", {"train": {"train": True}, "test": {"train": False}}, "targets"),
     "mnist": ("MNIST", {"train": {"train": True}, "test": {"train": False}}, "targets"),
     "dtd": ("DTD", {"train": {"split": "train"}, "test": {"split": "test"}}, "_labels"),
-    "fgvc-aircraft": ("FGVCAircraft", {"train": {"split": "trainval"}, "test": {"split": "test"}}, "_labels"),
+    "fgvc-aircraft": (
+        "FGVCAircraft",
+        {"train": {"split": "trainval"}, "test": {"split": "test"}},
+        "_labels",
+    ),
     "food-101": ("Food101", {"train": {"split": "train"}, "test": {"split": "test"}}, "_labels"),
-    "oxford-iiit-pets": ("OxfordIIITPet", {"train": {"split": "trainval"}, "test": {"split": "test"}}, "_labels"),
-    "stanford-cars": ("StanfordCars", {"train": {"split": "train"}, "test": {"split": "test"}}, None),
-    "country211": ("Country211", {"train": {"split": "train"}, "test": {"split": "test"}}, "targets"),
-    "rendered-sst2": ("RenderedSST2", {"train": {"split": "train"}, "test": {"split": "test"}}, None),
+    "oxford-iiit-pets": (
+        "OxfordIIITPet",
+        {"train": {"split": "trainval"}, "test": {"split": "test"}},
+        "_labels",
+    ),
+    "stanford-cars": (
+        "StanfordCars",
+        {"train": {"split": "train"}, "test": {"split": "test"}},
+        None,
+    ),
+    "country211": (
+        "Country211",
+        {"train": {"split": "train"}, "test": {"split": "test"}},
+        "targets",
+    ),
+    "rendered-sst2": (
+        "RenderedSST2",
+        {"train": {"split": "train"}, "test": {"split": "test"}},
+        None,
+    ),
 }
 
 

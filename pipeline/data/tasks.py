@@ -22,7 +22,9 @@ class Task:
 
     def __post_init__(self):
         if self.metric not in METRICS:
-            raise MvlptError(f"task '{self.name}': unknown metric '{self.metric}' (known: {', '.join(METRICS)})")
+            raise MvlptError(
+                f"task '{self.name}': unknown metric '{self.metric}' (known: {', '.join(METRICS)})"
+            )
         if self.metric == "roc_auc" and len(self.classnames) != 2:
             raise MvlptError(f"task '{self.name}': roc_auc needs 2 classes, it has {len(self.classnames)}")
         if self.metric == "map11" and not self.multilabel:
@@ -45,29 +47,29 @@ class Task:
         return self.identity_key or self.name
 
 
-# The ELEVATER roster (SPEC 2): name -> (metric, multi-label). Data come from an image folder under
-# the data root, or from torchvision (no download) where torchvision ships the dataset.
+# The ELEVATER roster (SPEC 2): name -> (metric, number of classes). Data come from an image folder
+# under the data root, or from torchvision (no download) where torchvision ships the dataset.
 ELEVATER = {
-    "caltech-101": "mean_per_class",
-    "cifar-10": "accuracy",
-    "cifar-100": "accuracy",
-    "country211": "accuracy",
-    "dtd": "accuracy",
-    "eurosat": "accuracy",
-    "fer-2013": "accuracy",
-    "fgvc-aircraft": "mean_per_class",
-    "food-101": "accuracy",
-    "gtsrb": "accuracy",
-    "hateful-memes": "roc_auc",
-    "kitti-distance": "accuracy",
-    "mnist": "accuracy",
-    "oxford-flower-102": "mean_per_class",
-    "oxford-iiit-pets": "mean_per_class",
-    "patch-camelyon": "accuracy",
-    "rendered-sst2": "accuracy",
-    "resisc45": "accuracy",
-    "stanford-cars": "accuracy",
-    "voc-2007": "map11",
+    "caltech-101": ("mean_per_class", 102),
+    "cifar-10": ("accuracy", 10),
+    "cifar-100": ("accuracy", 100),
+    "country211": ("accuracy", 211),
+    "dtd": ("accuracy", 47),
+    "eurosat": ("accuracy", 10),
+    "fer-2013": ("accuracy", 7),
+    "fgvc-aircraft": ("mean_per_class", 100),
+    "food-101": ("accuracy", 101),
+    "gtsrb": ("accuracy", 43),
+    "hateful-memes": ("roc_auc", 2),
+    "kitti-distance": ("accuracy", 4),
+    "mnist": ("accuracy", 10),
+    "oxford-flower-102": ("mean_per_class", 102),
+    "oxford-iiit-pets": ("mean_per_class", 37),
+    "patch-camelyon": ("accuracy", 2),
+    "rendered-sst2": ("accuracy", 2),
+    "resisc45": ("accuracy", 45),
+    "stanford-cars": ("accuracy", 196),
+    "voc-2007": ("map11", 20),
 }
 
 # Tasks defined in memory by the process (tests, generated suites): name -> Task.
@@ -80,8 +82,13 @@ def data_root() -> Path:
 
 
 def register_tensor_task(
-    name: str, images: dict, labels: dict, classnames, metric: str = "accuracy",
-    multilabel: bool = False, domain: str = "",
+    name: str,
+    images: dict,
+    labels: dict,
+    classnames,
+    metric: str = "accuracy",
+    multilabel: bool = False,
+    domain: str = "",
 ) -> Task:
     """Define a task from in-memory tensors ({split: (N, 3, h, w) in [0, 1]}) under `name`."""
     source = TensorSource(images, labels, classnames, multilabel)
@@ -117,7 +124,7 @@ def resolve_task(name: str) -> Task:
                 f"task '{name}': dataset root not found: {folder} "
                 f"(expected {folder}/train/<class>/* and {folder}/test/<class>/*; set MVLPT_DATA)"
             )
-        task = Task(name, ELEVATER[name], source)
+        task = Task(name, ELEVATER[name][0], source, domain="elevater")
     elif os.path.sep in name or os.path.isdir(name):
         path = Path(name).expanduser().resolve()
         label = path.name

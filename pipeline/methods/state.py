@@ -27,9 +27,7 @@ def check_state(state, method: str, expected: dict[str, torch.Size]) -> dict[str
         raise MvlptError(f"prompt state from method '{state['method']}' cannot load into '{method}'")
     tensors = state["tensors"]
     if set(tensors) != set(expected):
-        raise MvlptError(
-            f"{method} prompt state holds {sorted(tensors)}, expected {sorted(expected)}"
-        )
+        raise MvlptError(f"{method} prompt state holds {sorted(tensors)}, expected {sorted(expected)}")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
             raise MvlptError(

@@ -54,7 +54,13 @@ class ContextPrompts:
         for i, n in enumerate(self.name_lens):
             name, rest = self.suffix[i : i + 1, :n], self.suffix[i : i + 1, n:]
             if self.position == "middle":
-                parts = [self.prefix[i : i + 1], ctx[i : i + 1, :half], name, ctx[i : i + 1, half:], rest]
+                parts = [
+                    self.prefix[i : i + 1],
+                    ctx[i : i + 1, :half],
+                    name,
+                    ctx[i : i + 1, half:],
+                    rest,
+                ]
             else:  # front
                 parts = [self.prefix[i : i + 1], name, ctx[i : i + 1], rest]
             rows.append(torch.cat(parts, dim=1))

@@ -53,7 +53,13 @@ class UPT(nn.Module):
             self.tokens = nn.Parameter(torch.randn(n_tokens, dt) * 0.02)  # (Nt, Dt)
             self.proj_in = nn.Linear(dt, w)
             layer = nn.TransformerEncoderLayer(
-                w, config.heads, 4 * w, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+                w,
+                config.heads,
+                4 * w,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             )
             self.mixer = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
             self.proj_text = nn.Linear(w, dt)

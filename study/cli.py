@@ -1,0 +1,194 @@
+"""The `mvlpt` command line: one parser, one function per subcommand, heavy imports inside them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+
+log = logging.getLogger("mvlpt")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming what is wrong."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _config_value(text: str):
+    """KEY=VALUE values: JSON where it parses (numbers, true/false, null), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_values(pairs: list[str], flag: str) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"mvlpt: error: {flag} expects KEY=VALUE, got '{pair}'")
+        out[key.strip()] = _config_value(value)
+    return out
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from err
+
+
+def _json_safe(row: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def cmd_cell(args) -> int:
+    """Run one cell and print its result."""
+    import dataclasses
+
+    from pipeline.loop import Recipe
+    from pipeline.methods import save_state
+    from pipeline.run import Context, make_cell, run
+
+    recipe_overrides = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+    }
+    recipe = dataclasses.replace(Recipe(), **{k: v for k, v in recipe_overrides.items() if v is not None})
+    cell = make_cell(
+        args.method,
+        args.target,
+        source=args.source,
+        mode=args.mode,
+        method_config=_key_values(args.config, "--config"),
+        recipe=recipe,
+        backbone=args.backbone,
+        shots=args.shots,
+        seed=args.seed,
+        source_seeds=args.source_seeds or (),
+        metric=args.metric,
+    )
+    context = Context(
+        device=args.device,
+        feature_cache=not args.no_feature_cache,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+    )
+    source_state = args.source_state
+    if source_state is not None and cell.mode != "init":
+        raise SystemExit("mvlpt: error: --source-state applies to --mode init only")
+    result = run(cell, source_state=source_state, context=context)
+    if args.save_state:
+        save_state(result.prompt_state, args.save_state)
+    if args.json:
+        print(json.dumps(_json_safe(result.row())))
+    else:
+        where = f"{cell.source} -> {cell.target} ({cell.mode})" if cell.source else cell.target
+        print(
+            f"{cell.method} {cell.stage} {where}: {result.metric} = {result.value:.4f} "
+            f"[{result.shots} shots, seed {cell.seed}, best epoch {result.best_epoch}, "
+            f"{result.wall_s:.2f} s, cell {result.cell_id}]"
+        )
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    """List the tasks the registry knows."""
+    from pipeline.data.tasks import ELEVATER, data_root
+
+    root = data_root()
+    rows = [
+        {
+            "name": name,
+            "num_classes": n,
+            "metric": metric,
+            "domain": "elevater",
+            "data": "found" if (root / name).is_dir() else "missing",
+        }
+        for name, (metric, n) in ELEVATER.items()
+    ]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'name':<20} {'classes':>7}  {'metric':<15} {'domain':<10} data under {root}")
+    for r in rows:
+        print(f"{r['name']:<20} {r['num_classes']:>7}  {r['metric']:<15} {r['domain']:<10} {r['data']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mvlpt", description="Task-transferability studies of vision-language prompt tuning."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="info-level logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    cell = sub.add_parser("cell", help="run one cell (single, transfer or zero-shot) and print its result")
+    cell.add_argument("--method", required=True, help="zeroshot, coop, vpt or upt")
+    cell.add_argument("--target", required=True, help="registry task name or image-folder path")
+    cell.add_argument("--source", help="source task for a transfer cell")
+    cell.add_argument("--mode", choices=["init", "joint"], help="transfer mode")
+    cell.add_argument(
+        "--metric", help="override the target's metric (accuracy, mean_per_class, map11, roc_auc)"
+    )
+    cell.add_argument("--seed", type=int, default=0)
+    cell.add_argument("--shots", type=int, default=5)
+    cell.add_argument("--epochs", type=int, help="default: the recipe's (200)")
+    cell.add_argument("--lr", type=float)
+    cell.add_argument("--batch-size", type=int)
+    cell.add_argument("--precision", help="auto, fp32, bf16 or fp16")
+    cell.add_argument("--backbone", default="tiny", help="tiny, ARCH:TAG (e.g. ViT-B-16:openai) or ARCH:PATH")
+    cell.add_argument("--config", action="append", metavar="KEY=VALUE", help="method option, repeatable")
+    cell.add_argument(
+        "--source-seeds", type=_seeds, help="init mode: average the source prompt over these seeds"
+    )
+    cell.add_argument("--source-state", help="init mode: a saved source prompt state instead of running it")
+    cell.add_argument("--save-state", metavar="PATH", help="save the learned prompt state here")
+    cell.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    cell.add_argument("--no-feature-cache", action="store_true", help="re-encode images every step")
+    cell.add_argument("--cache-dir", help="keep frozen image features here across processes")
+    cell.add_argument("--workers", type=int, default=0, help="image-loading worker processes")
+    cell.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    cell.set_defaults(func=cmd_cell)
+
+    tasks = sub.add_parser("tasks", help="list the tasks of the registry")
+    tasks.add_argument("--json", action="store_true")
+    tasks.set_defaults(func=cmd_tasks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.errors import MvlptError
+
+    try:
+        return args.func(args)
+    except MvlptError as err:
+        print(f"mvlpt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mvlpt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(
+            f"mvlpt: error: unexpected {type(err).__name__}: {first} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

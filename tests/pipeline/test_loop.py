@@ -1,0 +1,77 @@
+"""The loop: metrics with known answers, the learning-rate schedule, best-validation selection."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import MvlptError
+from pipeline.loop import Recipe, loss_fn, lr_at, score, train
+from pipeline.methods import build_method
+
+
+def test_accuracy_and_mean_per_class():
+    logits = np.array([[2, 0], [2, 0], [2, 0], [0, 2]], dtype=float)
+    y = np.array([0, 0, 0, 1])
+    assert score("accuracy", logits, np.array([0, 0, 1, 1])) == 0.75
+    # 3 of class 0 right, 1 of class 1 right -> 1.0; with one class-1 miss -> (1 + 0.5) / 2
+    assert score("mean_per_class", logits, y) == 1.0
+    assert score("mean_per_class", logits, np.array([0, 0, 1, 1])) == 0.75
+
+
+def test_eleven_point_map():
+    # one class, ranking: pos, neg, pos -> precision 1 up to recall .5, then 2/3 up to recall 1
+    scores = np.array([[0.9], [0.8], [0.7]])
+    y = np.array([[1], [0], [1]])
+    expected = (6 * 1.0 + 5 * (2 / 3)) / 11
+    assert score("map11", scores, y) == pytest.approx(expected)
+    perfect = np.array([[0.9, 0.1], [0.1, 0.9]])
+    assert score("map11", perfect, np.array([[1, 0], [0, 1]])) == 1.0
+
+
+def test_roc_auc_with_ties():
+    logits = np.array([[0, 3], [0, 1], [0, 1], [0, -2]], dtype=float)  # scores 3, 1, 1, -2
+    y = np.array([1, 1, 0, 0])
+    # pairs (pos, neg): (3,1) win, (3,-2) win, (1,1) tie, (1,-2) win -> 3.5 / 4
+    assert score("roc_auc", logits, y) == pytest.approx(0.875)
+    with pytest.raises(MvlptError, match="unknown metric 'f1'"):
+        score("f1", logits, y)
+
+
+def test_warmup_then_cosine():
+    r = Recipe(epochs=10, lr=0.002, warmup_epochs=1, warmup_lr=1e-5)
+    assert lr_at(r, 0) == 1e-5
+    assert lr_at(r, 5) == pytest.approx(0.001)
+    assert lr_at(r, 9) == pytest.approx(0.5 * 0.002 * (1 + math.cos(math.pi * 0.9)))
+    assert lr_at(Recipe(epochs=1), 0) == pytest.approx(0.002)  # no room for warm-up: train at lr
+
+
+def test_multilabel_loss_is_cross_entropy_on_the_positive_set():
+    logits = torch.tensor([[2.0, 0.0, 0.0]])
+    soft = loss_fn(logits, torch.tensor([[1.0, 1.0, 0.0]]))
+    logp = torch.log_softmax(logits, 1)[0]
+    assert soft.item() == pytest.approx(-(logp[0] + logp[1]).item() / 2)
+
+
+def test_best_validation_prompt_is_kept(tiny):
+    method = build_method("coop", tiny, ["a", "b"], {"n_ctx": 2}, seed=0)
+    x = tiny.encode_image(torch.rand(8, 3, 32, 32))
+    y = torch.tensor([0, 1] * 4)
+    out = train(method, x, y, x, y.numpy(), "accuracy", Recipe(epochs=6, lr=5.0, warmup_epochs=0), seed=0)
+    assert len(out.history) == 6 and out.epochs_run == 6
+    best = max(out.history)
+    assert out.val_value >= best
+    if out.best_epoch >= 0:
+        assert out.history[out.best_epoch] == out.val_value
+    method.load_prompt_state(out.state)
+    assert score("accuracy", method.logits(x), y.numpy()) == out.val_value
+
+
+def test_recipe_rejects_bad_values():
+    with pytest.raises(MvlptError, match="precision 'fp8'"):
+        Recipe(precision="fp8")
+    with pytest.raises(MvlptError, match="batch_size"):
+        Recipe(batch_size=0)
