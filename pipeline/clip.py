@@ -21,6 +21,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 # Backbones shipped with the project: short name -> open_clip model config in configs/.
 # A shipped config with no weights is built with a fixed seed (the tiny test model, timm-style).
+# The tiny model keeps CLIP's proportions at toy size: the image tower (65 tokens, width 128) costs
+# more than the text tower (width 64), as ViT-B/16's 197 tokens at width 768 do against its text.
 SHIPPED = {
     "tiny": "mvlpt-tiny",
 }
@@ -164,12 +166,24 @@ class Backbone:
             return torch.zeros(n, dtype=torch.long, device=tokens.device)
         raise MvlptError(f"backbone '{self.spec.name}' pools text with '{pool}', not supported")
 
-    def encode_text_embedded(self, x: torch.Tensor, pool_idx: torch.Tensor) -> torch.Tensor:
-        """(N, L, Dt) token embeddings (prompts already in place) -> (N, E) text features."""
+    def encode_text_embedded(
+        self, x: torch.Tensor, pool_idx: torch.Tensor, truncate: bool = False
+    ) -> torch.Tensor:
+        """(N, L, Dt) token embeddings (prompts already in place) -> (N, E) text features.
+
+        truncate: under a causal mask nothing after the pooled position reaches the output, so
+        the sequence is cut there (class prompts are ~20 tokens of a 77-token context). Same
+        function, fewer FLOPs; numerically equal up to float rounding, so the parity path keeps
+        the full length.
+        """
         m = self.model
         cast = m.transformer.get_cast_dtype()
-        x = x.to(cast) + m.positional_embedding.to(cast)  # (N, L, Dt)
-        x = m.transformer(x, attn_mask=m.attn_mask)
+        mask = m.attn_mask
+        if truncate and mask is not None:
+            length = int(pool_idx.max()) + 1
+            x, mask = x[:, :length], mask[:length, :length]
+        x = x.to(cast) + m.positional_embedding[: x.shape[1]].to(cast)  # (N, L, Dt)
+        x = m.transformer(x, attn_mask=mask)
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), pool_idx]  # (N, Dt)
         if m.text_projection is not None:

@@ -343,7 +343,7 @@ def make_cell(
     **kw,
 ) -> Cell:
     """A Cell with the stage inferred: zeroshot for the zeroshot method, transfer with a source."""
-    stage = "zeroshot" if method == "zeroshot" else ("transfer" if source else "single")
+    stage = "zeroshot" if method == "zeroshot" else ("transfer" if source or mode else "single")
     return Cell(
         method=method,
         target=target,

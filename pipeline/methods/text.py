@@ -68,7 +68,7 @@ class ContextPrompts:
 
     def features(self, ctx: torch.Tensor) -> torch.Tensor:
         """(C, E) L2-normalised class features for context `ctx`."""
-        x = self.backbone.encode_text_embedded(self.embeddings(ctx), self.pool_idx)
+        x = self.backbone.encode_text_embedded(self.embeddings(ctx), self.pool_idx, truncate=True)
         return F.normalize(x.float(), dim=-1)
 
 

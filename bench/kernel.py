@@ -1,0 +1,133 @@
+"""Kernel speed and memory on the tiny backbone, CPU: seconds per epoch for each method.
+
+CoOp is timed three ways: with the feature cache (the kernel's default), with pixels preloaded but
+the image tower run every step (the kernel with --no-feature-cache), and decoding + preprocessing +
+encoding every step (how a plain data-loader pipeline, like the reference code, runs). Each
+measurement runs in its own process so its peak memory is its own.
+
+    python bench/kernel.py [--epochs 20] [--classes 10] [--shots 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CASES = ("coop-cached", "coop-tower-every-step", "coop-load-every-step", "vpt", "upt")
+
+
+def make_folder(root: Path, classes: int, per_class: int) -> Path:
+    """An image folder of 64 px PNGs (resized to the backbone's 32 px on load)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.Generator(np.random.PCG64(0))
+    for split, n in (("train", per_class), ("test", 20)):
+        for c in range(classes):
+            d = root / split / f"class {c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+                arr[16:48, 16:48, c % 3] = 40 + 20 * c
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return root
+
+
+def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
+    import torch
+
+    from pipeline.clip import load_backbone
+    from pipeline.data import few_shot, resolve_task
+    from pipeline.features import FeatureCache, load_pixels
+    from pipeline.loop import Recipe, train
+    from pipeline.methods import build_method
+
+    torch.set_num_threads(1)  # one core per measurement: oversubscribed threads distort small models
+    backbone = load_backbone("tiny")
+    task = resolve_task(folder)
+    labels = task.source.labels("train")
+    sample = few_shot(labels, task.classnames, shots, seed=0, task=task.name)
+    y = torch.as_tensor(labels[sample.train])
+    method = build_method(case.split("-")[0], backbone, task.classnames, seed=0)
+    recipe = Recipe(epochs=epochs, lr=0.01, warmup_epochs=0)
+    encode = None
+    prep_s = time.perf_counter()
+    if case == "coop-cached":
+        cache = FeatureCache()
+        x = cache.features(backbone, task, "train", sample.train)
+        val_x = cache.features(backbone, task, "train", sample.val)
+    elif case == "coop-load-every-step":
+        # inputs are image indices; every step decodes, preprocesses and encodes its batch
+        def encode(idx):
+            images = [backbone.preprocess(task.source.image("train", int(i))) for i in idx]
+            return backbone.encode_image(torch.stack(images))
+
+        x = torch.as_tensor(sample.train)
+        val_x = torch.as_tensor(sample.val)
+    else:
+        x = load_pixels(backbone, task, "train", sample.train)
+        val_x = load_pixels(backbone, task, "train", sample.val)
+        if case == "coop-tower-every-step":
+            encode = backbone.encode_image
+    prep_s = time.perf_counter() - prep_s
+    val_y = labels[sample.val]
+    start = time.perf_counter()
+    train(method, x, y, val_x, val_y, task.metric, recipe, seed=0, encode=encode)
+    per_epoch = (time.perf_counter() - start) / epochs
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"case": case, "s_per_epoch": per_epoch, "prep_s": prep_s, "peak_rss_mb": peak, "n_train": len(x)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--one", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.folder, args.epochs, args.shots)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_folder(Path(tmp) / "bench-task", args.classes, args.shots)
+        rows = []
+        for case in CASES:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                case,
+                "--folder",
+                str(folder),
+                "--epochs",
+                str(args.epochs),
+                "--shots",
+                str(args.shots),
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"tiny backbone, CPU, {args.classes} classes x {args.shots} shots, batch 32, {args.epochs} epochs")
+    print(f"{'case':<24} {'s/epoch':>9} {'setup s':>8} {'peak RSS MB':>12}")
+    for r in rows:
+        print(f"{r['case']:<24} {r['s_per_epoch']:>9.4f} {r['prep_s']:>8.3f} {r['peak_rss_mb']:>12.0f}")
+    by = {r["case"]: r["s_per_epoch"] for r in rows}
+    print(
+        f"CoOp cached vs tower every step:       {by['coop-tower-every-step'] / by['coop-cached']:.1f}x faster"
+    )
+    print(
+        f"CoOp cached vs load+encode every step: {by['coop-load-every-step'] / by['coop-cached']:.1f}x faster"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The command line: `mvlpt cell` end to end, and one clear line and a non-zero exit per bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from study.cli import main
+from tests.conftest import write_folder
+
+FAST = ["--shots", "2", "--epochs", "2", "--lr", "0.05"]
+
+
+def _fails(capsys, argv, message, code=2):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == code
+    assert err.count("\n") == 0, err  # one line, no traceback
+    assert err.startswith("mvlpt: error:") and message in err, err
+    return err
+
+
+def test_cell_on_an_image_folder_prints_one_json_object(capsys, image_folder):
+    assert main(["cell", "--method", "coop", "--target", str(image_folder), *FAST, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["metric"] == "accuracy" and 0 <= row["value"] <= 1
+    assert row["n_train"] == 6 and row["n_test"] == 9 and row["wall_s"] > 0 and len(row["cell_id"]) == 20
+
+
+def test_transfer_cell_from_the_command_line(capsys, tmp_path, image_folder):
+    other = write_folder(tmp_path / "zoo", classes=("lion", "seal"), seed=5)
+    state = tmp_path / "src.pt"
+    argv = ["cell", "--method", "vpt", "--target", str(other), *FAST, "--save-state", str(state)]
+    assert main(argv) == 0 and state.is_file()
+    argv = [
+        "cell",
+        "--method",
+        "vpt",
+        "--target",
+        str(image_folder),
+        "--source",
+        str(other),
+        "--mode",
+        "init",
+    ]
+    assert main([*argv, *FAST, "--source-state", str(state), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(lines[-1])
+    assert row["stage"] == "transfer" and row["mode"] == "init" and row["source"] == str(other)
+
+
+def test_unknown_method_task_backbone_metric(capsys, image_folder):
+    t = str(image_folder)
+    _fails(capsys, ["cell", "--method", "lora", "--target", t], "unknown method 'lora'")
+    _fails(capsys, ["cell", "--method", "coop", "--target", "no-such-task"], "unknown task 'no-such-task'")
+    _fails(
+        capsys,
+        ["cell", "--method", "coop", "--target", t, "--backbone", "RN9000"],
+        "unknown backbone 'RN9000'",
+    )
+    _fails(capsys, ["cell", "--method", "coop", "--target", t, "--metric", "f1"], "unknown metric 'f1'")
+
+
+def test_transfer_without_a_source(capsys, image_folder):
+    argv = ["cell", "--method", "coop", "--target", str(image_folder), "--mode", "init"]
+    _fails(capsys, argv, "a transfer cell needs a source task (--source)")
+
+
+def test_prompt_state_of_another_method_or_shape(capsys, tmp_path, image_folder):
+    t = str(image_folder)
+    vpt_state, coop4 = tmp_path / "vpt.pt", tmp_path / "coop4.pt"
+    assert main(["cell", "--method", "vpt", "--target", t, *FAST, "--save-state", str(vpt_state)]) == 0
+    assert (
+        main(
+            [
+                "cell",
+                "--method",
+                "coop",
+                "--target",
+                t,
+                *FAST,
+                "--config",
+                "n_ctx=4",
+                "--save-state",
+                str(coop4),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    init = ["cell", "--method", "coop", "--target", t, "--source", t, "--mode", "init", *FAST]
+    _fails(
+        capsys,
+        [*init, "--source-state", str(vpt_state)],
+        "prompt state from method 'vpt' cannot load into 'coop'",
+    )
+    _fails(
+        capsys,
+        [*init, "--source-state", str(coop4)],
+        "coop prompt state 'ctx' has shape (4, 64), expected (16, 64)",
+    )
+    _fails(capsys, [*init, "--source-state", str(tmp_path / "none.pt")], "prompt state file not found")
+
+
+def test_too_many_shots_empty_class_corrupt_image(capsys, tmp_path, image_folder):
+    t = str(image_folder)
+    _fails(
+        capsys,
+        ["cell", "--method", "coop", "--target", t, "--shots", "9"],
+        "9 shots asked but class 'cat' has only 4",
+    )
+    empty = write_folder(tmp_path / "empty", classes=("a", "b"))
+    for p in (empty / "train" / "b").iterdir():
+        p.unlink()
+    _fails(capsys, ["cell", "--method", "coop", "--target", str(empty)], "class 'b' has no images in")
+    bad = write_folder(tmp_path / "bad", classes=("a", "b"))
+    for p in (bad / "train" / "a").iterdir():
+        p.write_bytes(b"\x89PNG broken")
+    _fails(capsys, ["cell", "--method", "coop", "--target", str(bad), *FAST], "corrupt image file:")
+
+
+def test_missing_dataset_root(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MVLPT_DATA", str(tmp_path))
+    _fails(
+        capsys,
+        ["cell", "--method", "coop", "--target", "eurosat"],
+        f"dataset root not found: {tmp_path}/eurosat",
+    )
+    _fails(
+        capsys, ["cell", "--method", "coop", "--target", str(tmp_path / "nowhere")], "dataset root not found"
+    )
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cell", "--method", "coop"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--target" in err
+
+
+def test_a_real_process_exits_non_zero_with_one_line(tmp_path):
+    bad = write_folder(tmp_path / "bad", classes=("a",))
+    (bad / "test" / "a" / "0.png").write_text("nope")
+    cmd = [sys.executable, "-m", "study.cli", "cell", "--method", "zeroshot", "--target", str(bad)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"mvlpt: error: corrupt image file: {bad}/test/a/0.png (UnidentifiedImageError)"
+    ]
+
+
+def test_help_is_instant():
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "study.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0 and "cell" in out.stdout
+    assert elapsed < 1.0, f"--help took {elapsed:.2f} s"
+
+
+def test_tasks_json_lists_the_roster(capsys):
+    assert main(["tasks", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert {"cifar-10", "voc-2007", "hateful-memes"} <= names
+    assert all({"name", "num_classes", "metric"} <= set(r) for r in rows)
