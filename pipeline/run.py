@@ -241,8 +241,8 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
             target.source.labels("train"), target.classnames, cell.shots, cell.seed, target.name
         )
         parts.append((target, sample.train))
-    if cell.stage == "transfer" and cell.mode == "joint":
-        source = resolve_task(cell.source)
+    source = resolve_task(cell.source) if cell.source else None
+    if cell.mode == "joint" and source.identity != target.identity:  # the diagonal is the single run
         src_sample = few_shot(
             source.source.labels("train"), source.classnames, cell.shots, cell.seed, source.name
         )

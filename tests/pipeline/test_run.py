@@ -148,3 +148,10 @@ def test_bad_cells_are_named():
         Cell(method="coop", target="x", stage="pretrain")
     with pytest.raises(MvlptError, match="unknown metric 'f1'"):
         Cell(method="coop", target="x", metric="f1")
+
+
+def test_joint_diagonal_equals_the_single_run(toy_tasks):
+    single = run(make_cell("coop", "toy-three", shots=2, seed=0, recipe=RECIPE))
+    diagonal = run(make_cell("coop", "toy-three", source="toy-three", mode="joint", shots=2, seed=0, recipe=RECIPE))
+    assert diagonal.value == single.value and diagonal.n_train == single.n_train
+    assert diagonal.cell_id != single.cell_id  # still its own cell of the grid
