@@ -36,6 +36,7 @@ def toy_tasks():
     """Two tasks with different label spaces: 5 classes and 3 classes."""
     five = colour_task("toy-five", ["red square", "green disc", "blue bar", "grey ring", "pink star"], seed=1)
     three = colour_task("toy-three", ["apple", "boat", "cloud"], seed=2)
+    colour_task("toy-multi", ["sun", "moon", "star"], multilabel=True, seed=4)
     return five, three
 
 

@@ -132,9 +132,6 @@ def test_zero_shot_single_and_both_transfer_modes(toy_tasks, tmp_path):
 
 
 def test_joint_with_a_multilabel_target(toy_tasks):
-    from tests.conftest import colour_task
-
-    colour_task("toy-multi", ["sun", "moon", "star"], multilabel=True, seed=4)
     res = run(make_cell("vpt", "toy-multi", source="toy-five", mode="joint", shots=2, recipe=RECIPE))
     assert res.metric == "map11" and 0 <= res.value <= 1
 
@@ -152,6 +149,8 @@ def test_bad_cells_are_named():
 
 def test_joint_diagonal_equals_the_single_run(toy_tasks):
     single = run(make_cell("coop", "toy-three", shots=2, seed=0, recipe=RECIPE))
-    diagonal = run(make_cell("coop", "toy-three", source="toy-three", mode="joint", shots=2, seed=0, recipe=RECIPE))
+    diagonal = run(
+        make_cell("coop", "toy-three", source="toy-three", mode="joint", shots=2, seed=0, recipe=RECIPE)
+    )
     assert diagonal.value == single.value and diagonal.n_train == single.n_train
     assert diagonal.cell_id != single.cell_id  # still its own cell of the grid

@@ -1,0 +1,71 @@
+"""Expand a study spec into its cells, in dependency order, with their counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from pipeline.loop import Recipe
+from pipeline.run import Cell, dependencies
+from study.spec import StudySpec
+
+STAGE_ORDER = {"zeroshot": 0, "single": 1, "transfer": 2}
+
+
+@dataclass(frozen=True)
+class Grid:
+    cells: tuple[Cell, ...]  # zero-shot, then single, then transfer; dependencies first
+
+    def counts(self) -> Counter:
+        """Cells per (stage, method)."""
+        return Counter((c.stage, c.method) for c in self.cells)
+
+    def stages(self) -> list[list[Cell]]:
+        """The cells grouped into stages that can each run in parallel."""
+        groups: dict[int, list[Cell]] = {}
+        for cell in self.cells:
+            groups.setdefault(STAGE_ORDER[cell.stage], []).append(cell)
+        return [groups[k] for k in sorted(groups)]
+
+
+def expand(spec: StudySpec) -> Grid:
+    """All cells of the study. An init transfer pulls in its source's single cells even when the
+    spec's stages leave 'single' out; the diagonal (source = target) is part of the grid."""
+    recipe = Recipe(**dict(spec.recipe))
+    cells: dict[Cell, None] = {}
+    if "zeroshot" in spec.stages:
+        for task in spec.tasks:
+            cells[Cell(method="zeroshot", target=task, stage="zeroshot", backbone=spec.backbone)] = None
+    for method, config in spec.methods:
+        for shots in spec.shots:
+            for seed in spec.seeds:
+                common = dict(
+                    method=method,
+                    backbone=spec.backbone,
+                    shots=shots,
+                    seed=seed,
+                    recipe=recipe,
+                    method_config=config,
+                )
+                if "single" in spec.stages:
+                    for task in spec.tasks:
+                        cells[Cell(target=task, **common)] = None
+                if "transfer" not in spec.stages:
+                    continue
+                for mode in spec.modes:
+                    seeds = spec.source_seeds if mode == "init" else ()
+                    for source in spec.tasks:
+                        for target in spec.tasks:
+                            cell = Cell(
+                                target=target,
+                                stage="transfer",
+                                mode=mode,
+                                source=source,
+                                source_seeds=seeds,
+                                **common,
+                            )
+                            for dep in dependencies(cell):
+                                cells.setdefault(dep, None)
+                            cells[cell] = None
+    ordered = sorted(cells, key=lambda c: STAGE_ORDER[c.stage])  # stable: spec order within a stage
+    return Grid(tuple(ordered))

@@ -1,0 +1,218 @@
+"""The study spec: a TOML file read by one strict loader into frozen dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import MvlptError
+
+STAGES = ("zeroshot", "single", "transfer")
+MODES = ("init", "joint")
+METHOD_NAMES = ("coop", "vpt", "upt")
+RECIPE_KEYS = {
+    "epochs": int,
+    "lr": float,
+    "momentum": float,
+    "weight_decay": float,
+    "batch_size": int,
+    "warmup_epochs": int,
+    "warmup_lr": float,
+    "precision": str,
+}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial asks of the scheduler."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    backbone: str
+    tasks: tuple[str, ...]
+    methods: tuple[tuple[str, tuple], ...]  # (method, sorted (key, value) config items)
+    shots: tuple[int, ...] = (5,)
+    seeds: tuple[int, ...] = (0,)
+    stages: tuple[str, ...] = STAGES
+    modes: tuple[str, ...] = ("joint",)
+    source_seeds: tuple[int, ...] = ()
+    recipe: tuple[tuple[str, object], ...] = ()  # overrides of the kernel's Recipe defaults
+    resources: Resources = field(default_factory=Resources)
+    out: str = "results"
+    suite: str | None = None  # the suite the task list came from, if any
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out) / self.name
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["methods"] = {m: dict(cfg) for m, cfg in self.methods}
+        d["recipe"] = dict(self.recipe)
+        return d
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fail(where: str, message: str):
+    raise MvlptError(f"{where}: {message}")
+
+
+def _check_keys(table: dict, allowed, where: str, section: str) -> None:
+    for key in table:
+        if key not in allowed:
+            place = f" in [{section}]" if section else ""
+            _fail(where, f"unknown key '{key}'{place} (known: {', '.join(sorted(allowed))})")
+
+
+def _typed(value, kind, where: str, key: str):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        _fail(where, f"'{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _int_list(value, where: str, key: str, minimum: int) -> tuple[int, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = tuple(_typed(v, int, where, key) for v in items)
+    if not out:
+        _fail(where, f"'{key}' is empty")
+    if any(v < minimum for v in out):
+        _fail(where, f"'{key}' values must be at least {minimum}, got {list(out)}")
+    if len(set(out)) != len(out):
+        _fail(where, f"'{key}' repeats a value: {list(out)}")
+    return out
+
+
+def _choices(value, allowed, where: str, key: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if v not in allowed:
+            _fail(where, f"'{key}' has unknown value {v!r} (known: {', '.join(allowed)})")
+    return tuple(dict.fromkeys(items))
+
+
+def _tasks(value, where: str) -> tuple[tuple[str, ...], str | None]:
+    if isinstance(value, dict):
+        _check_keys(value, {"suite"}, where, "tasks")
+        from pipeline.data.tasks import suite_tasks
+
+        return tuple(suite_tasks(_typed(value.get("suite"), str, where, "tasks.suite"))), value["suite"]
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        _fail(where, "'tasks' must be a list of task names or {suite = \"NAME\"}")
+    if len(set(value)) != len(value):
+        _fail(where, "'tasks' repeats a task")
+    return tuple(value), None
+
+
+def _methods(value, where: str) -> tuple[tuple[str, tuple], ...]:
+    from pipeline.methods import method_config
+
+    if not isinstance(value, dict) or not value:
+        _fail(where, "'methods' must be a table with one sub-table per method, e.g. [methods.coop]")
+    out = []
+    for name, cfg in value.items():
+        if name not in METHOD_NAMES:
+            _fail(where, f"unknown method '{name}' (known: {', '.join(METHOD_NAMES)})")
+        if not isinstance(cfg, dict):
+            _fail(where, f"[methods.{name}] must be a table")
+        try:
+            method_config(name, cfg)
+        except MvlptError as err:
+            _fail(where, str(err))
+        out.append((name, tuple(sorted(cfg.items()))))
+    return tuple(out)
+
+
+def _recipe(value, where: str) -> tuple[tuple[str, object], ...]:
+    from pipeline.loop import Recipe
+
+    if not isinstance(value, dict):
+        _fail(where, "[recipe] must be a table")
+    _check_keys(value, RECIPE_KEYS, where, "recipe")
+    typed = {k: _typed(v, RECIPE_KEYS[k], where, f"recipe.{k}") for k, v in value.items()}
+    try:
+        Recipe(**typed)
+    except MvlptError as err:
+        _fail(where, str(err))
+    return tuple(sorted(typed.items()))
+
+
+def _resources(value, where: str) -> Resources:
+    if not isinstance(value, dict):
+        _fail(where, "[resources] must be a table")
+    _check_keys(value, {"cpu", "gpu"}, where, "resources")
+    res = Resources(**{k: _typed(v, float, where, f"resources.{k}") for k, v in value.items()})
+    if res.cpu <= 0 or res.gpu < 0:
+        _fail(where, f"resources must be positive, got cpu={res.cpu} gpu={res.gpu}")
+    return res
+
+
+TOP_KEYS = {
+    "name",
+    "backbone",
+    "tasks",
+    "methods",
+    "shots",
+    "seeds",
+    "stages",
+    "modes",
+    "source_seeds",
+    "recipe",
+    "resources",
+    "out",
+}
+
+
+def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
+    """Validate a parsed TOML document; the first problem is raised as one line naming it."""
+    _check_keys(data, TOP_KEYS, where, "")
+    for required in ("name", "backbone", "tasks", "methods"):
+        if required not in data:
+            _fail(where, f"missing key '{required}'")
+    name = _typed(data["name"], str, where, "name")
+    if not name or "/" in name or name.startswith("."):
+        _fail(where, f"'name' must be a plain folder name, got {name!r}")
+    tasks, suite = _tasks(data["tasks"], where)
+    return StudySpec(
+        name=name,
+        backbone=_typed(data["backbone"], str, where, "backbone"),
+        tasks=tasks,
+        suite=suite,
+        methods=_methods(data["methods"], where),
+        shots=_int_list(data.get("shots", [5]), where, "shots", 1),
+        seeds=_int_list(data.get("seeds", [0]), where, "seeds", 0),
+        stages=_choices(data.get("stages", list(STAGES)), STAGES, where, "stages"),
+        modes=_choices(data.get("modes", ["joint"]), MODES, where, "modes"),
+        source_seeds=_int_list(data["source_seeds"], where, "source_seeds", 0)
+        if "source_seeds" in data
+        else (),
+        recipe=_recipe(data.get("recipe", {}), where),
+        resources=_resources(data.get("resources", {}), where),
+        out=_typed(data.get("out", "results"), str, where, "out"),
+    )
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a TOML study spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise MvlptError(f"spec file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise MvlptError(f"spec {path}: malformed TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise MvlptError(f"spec {path}: not a text file") from err
+    return spec_from_dict(data, where=f"spec {path}")

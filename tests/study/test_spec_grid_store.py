@@ -1,0 +1,113 @@
+"""Study spec loading, grid expansion, and the Parquet store."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline.errors import MvlptError
+from pipeline.run import cell_id
+from study.grid import expand
+from study.spec import load_spec, spec_from_dict
+from study.store import Store
+
+SMALL = {
+    "name": "small",
+    "backbone": "tiny",
+    "tasks": ["toy-five", "toy-three", "toy-multi"],
+    "methods": {"coop": {"n_ctx": 4}, "vpt": {}},
+    "shots": [2],
+    "seeds": [0, 1],
+    "modes": ["joint", "init"],
+    "recipe": {"epochs": 2, "lr": 0.05},
+}
+
+
+def test_grid_counts_for_two_methods_three_tasks_two_seeds(toy_tasks):
+    grid = expand(spec_from_dict(SMALL))
+    counts = grid.counts()
+    assert counts[("zeroshot", "zeroshot")] == 3
+    assert counts[("single", "coop")] == counts[("single", "vpt")] == 3 * 2
+    # 9 ordered pairs (diagonal included) x 2 modes x 2 seeds
+    assert counts[("transfer", "coop")] == counts[("transfer", "vpt")] == 9 * 2 * 2
+    assert len(grid.cells) == 3 + 12 + 72
+    assert [len(s) for s in grid.stages()] == [3, 12, 72]
+    assert len({cell_id(c) for c in grid.cells}) == len(grid.cells)
+
+
+def test_init_transfer_pulls_in_its_source_singles(toy_tasks):
+    spec = spec_from_dict({**SMALL, "stages": ["transfer"], "modes": ["init"], "source_seeds": [0, 1]})
+    grid = expand(spec)
+    assert grid.counts()[("single", "coop")] == 3 * 2  # the sources' singles for both seeds
+    assert ("zeroshot", "zeroshot") not in grid.counts()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"recipe": {"epochz": 3}}, "unknown key 'epochz' in [recipe]"),
+        ({"methods": {"lora": {}}}, "unknown method 'lora'"),
+        ({"methods": {"coop": {"nctx": 3}}}, "coop config: unknown key 'nctx'"),
+        ({"seeds": [-1]}, "'seeds' values must be at least 0"),
+        ({"shots": "many"}, "'shots' must be int"),
+        ({"modes": ["both"]}, "'modes' has unknown value 'both'"),
+        ({"resources": {"gpu": -1}}, "resources must be positive"),
+        ({"recipe": {"precision": "fp8"}}, "unknown precision 'fp8'"),
+        ({"name": "../up"}, "'name' must be a plain folder name"),
+    ],
+)
+def test_spec_rejects_bad_keys_and_values_in_one_line(change, message):
+    with pytest.raises(MvlptError) as err:
+        spec_from_dict({**SMALL, **change}, where="spec x.toml")
+    assert message in str(err.value) and str(err.value).startswith("spec x.toml: ")
+    assert "\n" not in str(err.value)
+
+
+def test_spec_file_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x\n")
+    with pytest.raises(MvlptError, match="malformed TOML"):
+        load_spec(bad)
+    with pytest.raises(MvlptError, match="spec file not found"):
+        load_spec(tmp_path / "none.toml")
+    good = tmp_path / "good.toml"
+    good.write_text('name = "g"\nbackbone = "tiny"\ntasks = ["a", "b"]\n[methods.coop]\nn_ctx = 4\n')
+    spec = load_spec(good)
+    assert spec.methods == (("coop", (("n_ctx", 4),)),) and spec.seeds == (0,)
+    assert spec.digest() == load_spec(good).digest()
+
+
+def _row(cid, status="ok", value=0.5, stage="single"):
+    return {"cell_id": cid, "stage": stage, "method": "coop", "status": status, "value": value, "error": None}
+
+
+def test_store_reads_as_one_dataset_with_one_row_per_cell(tmp_path):
+    store = Store(tmp_path / "study")
+    store.create()
+    store.write_cell(_row("a"), {"method": "coop", "version": 1, "tensors": {}})
+    store.write_cell(_row("b", status="failed", value=float("nan")))
+    store.write_text("_study.json", '{"name": "study"}')
+    store.write_cell(_row("b", value=0.75))  # a retry replaces the failed row
+    frame = pd.read_parquet(tmp_path / "study")
+    assert sorted(frame.cell_id) == ["a", "b"] and frame.set_index("cell_id").value["b"] == 0.75
+    assert ds.dataset(str(tmp_path / "study")).count_rows() == 2
+    assert store.done() == {"a", "b"}
+    assert store.load_prompt("a")["method"] == "coop"
+    assert store.meta() == {"name": "study"}
+
+
+def test_a_torn_temporary_file_is_invisible(tmp_path):
+    store = Store(tmp_path / "s")
+    store.create()
+    store.write_cell(_row("a"))
+    (tmp_path / "s" / ".tmp-123-b.parquet").write_bytes(b"PAR1 half a file")
+    assert len(pd.read_parquet(tmp_path / "s")) == 1 and store.done() == {"a"}
+
+
+def test_unwritable_folder_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(MvlptError, match="results folder is not writable"):
+        Store(blocker / "study").create()
