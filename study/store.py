@@ -11,6 +11,7 @@ a torn file and a killed writer leaves nothing that counts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -69,10 +70,8 @@ class Store:
                 f.write(data)
             self.fs.move(tmp, final)
         except OSError as err:
-            try:
+            with contextlib.suppress(OSError):
                 self.fs.delete_file(tmp)
-            except OSError:
-                pass
             raise MvlptError(f"could not write {final}: {err}") from err
 
     def write_text(self, name: str, text: str) -> None:
