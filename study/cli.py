@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import sys
+from collections import Counter
 
 log = logging.getLogger("mvlpt")
+STAGE_RANK = {"zeroshot": 0, "single": 1, "transfer": 2}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +126,122 @@ def cmd_tasks(args) -> int:
     return 0
 
 
+def _csv(kind):
+    def parse(text: str):
+        try:
+            return tuple(kind(s.strip()) for s in text.split(",") if s.strip())
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__} values, got '{text}'"
+            ) from err
+
+    return parse
+
+
+def _launch(spec, args, source_text: str | None) -> int:
+    from pipeline.run import cell_id
+    from study.grid import expand
+    from study.launch import check_folder, write_meta
+    from study.store import Store
+
+    grid = expand(spec)
+    location = f"{spec.out.rstrip('/')}/{spec.name}"
+    store = Store(location)
+    check_folder(spec, store)
+    status = store.status_of()
+    ids = [cell_id(c) for c in grid.cells]
+    if args.dry_run:
+        done = Counter(
+            (c.stage, c.method) for c, i in zip(grid.cells, ids, strict=True) if status.get(i) == "ok"
+        )
+        print(f"study {spec.name} -> {location}: {len(ids)} cells")
+        print(f"{'stage':<10} {'method':<9} {'cells':>7} {'done':>7} {'to run':>7}")
+        for (stage, method), n in sorted(
+            grid.counts().items(), key=lambda kv: (STAGE_RANK[kv[0][0]], kv[0][1])
+        ):
+            print(f"{stage:<10} {method:<9} {n:>7} {done[(stage, method)]:>7} {n - done[(stage, method)]:>7}")
+        return 0
+    store.create()
+    write_meta(spec, store, grid.counts(), source_text)
+    if all(status.get(i) == "ok" for i in ids):
+        print(f"study {spec.name}: all {len(ids)} cells already done -> {location}")
+        return 0
+    from study.schedule import run_cells
+
+    counts = run_cells(
+        spec.name,
+        location,
+        grid.stages(),
+        dataclasses.asdict(spec.resources),
+        address=args.address,
+        num_cpus=args.cpus,
+        cache_dir=args.cache_dir or _default_cache(),
+        show_progress=not args.quiet,
+    )
+    ok, failed = counts.get("ok", 0), counts.get("failed", 0)
+    print(f"study {spec.name}: {ok} of {len(ids)} cells done, {failed} failed -> {location}")
+    if counts.get("failed", 0) or counts.get("missing", 0):
+        n = counts.get("failed", 0) + counts.get("missing", 0)
+        print(
+            f"mvlpt: error: {n} cells failed or did not run; `mvlpt resume {location}` retries them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _default_cache() -> str:
+    import os
+    from pathlib import Path
+
+    return os.environ.get("MVLPT_CACHE", str(Path.home() / ".cache" / "mvlpt" / "features"))
+
+
+def cmd_run(args) -> int:
+    """Run a study spec (default: the built-in default study), skipping cells already stored."""
+    from study.launch import apply_overrides, resolve_spec_path
+    from study.spec import load_spec
+
+    path = resolve_spec_path(args.spec)
+    spec = apply_overrides(
+        load_spec(path),
+        methods=args.methods,
+        tasks=args.tasks,
+        seeds=args.seeds,
+        shots=args.shots,
+        epochs=args.epochs,
+        mode=args.mode,
+        name=args.name,
+        out=args.out,
+    )
+    return _launch(spec, args, path.read_text())
+
+
+def cmd_resume(args) -> int:
+    """Run what is missing or failed in a study folder, from the folder alone."""
+    from study.launch import spec_of_folder
+
+    return _launch(spec_of_folder(args.dir), args, None)
+
+
+def cmd_status(args) -> int:
+    """Counts per stage, method and status of a study folder."""
+    from study.launch import status_table
+
+    print(status_table(args.dir))
+    return 0
+
+
+def _scheduling_flags(p) -> None:
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the cell counts and what is done, run nothing"
+    )
+    p.add_argument("--address", help="join this Ray cluster (default: start a local one)")
+    p.add_argument("--cpus", type=int, help="CPUs for the local Ray instance (default: all)")
+    p.add_argument("--cache-dir", help="frozen-feature cache shared by the trials (default: $MVLPT_CACHE)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mvlpt", description="Task-transferability studies of vision-language prompt tuning."
@@ -158,6 +277,28 @@ def build_parser() -> argparse.ArgumentParser:
     cell.add_argument("--workers", type=int, default=0, help="image-loading worker processes")
     cell.add_argument("--json", action="store_true", help="print the result as one JSON object")
     cell.set_defaults(func=cmd_cell)
+
+    run = sub.add_parser("run", help="run a study (default: the built-in default study)")
+    run.add_argument("spec", nargs="?", help="a TOML spec or a shipped spec name (default, elevater)")
+    run.add_argument("--methods", type=_csv(str), help="subset of the spec's methods, e.g. coop,vpt")
+    run.add_argument("--tasks", type=_csv(str), help="tasks to use instead of the spec's")
+    run.add_argument("--seeds", type=_csv(int), help="e.g. 0,1,2")
+    run.add_argument("--shots", type=_csv(int), help="e.g. 5,20")
+    run.add_argument("--epochs", type=int)
+    run.add_argument("--mode", type=_csv(str), help="transfer modes: init, joint or init,joint")
+    run.add_argument("--name", help="study name (its folder under --out)")
+    run.add_argument("--out", help="parent folder or filesystem URI of the study folder")
+    _scheduling_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    resume = sub.add_parser("resume", help="run what a study folder is missing")
+    resume.add_argument("dir")
+    _scheduling_flags(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    status = sub.add_parser("status", help="cell counts of a study folder per stage, method and status")
+    status.add_argument("dir")
+    status.set_defaults(func=cmd_status)
 
     tasks = sub.add_parser("tasks", help="list the tasks of the registry")
     tasks.add_argument("--json", action="store_true")

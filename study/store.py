@@ -23,6 +23,40 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import MvlptError
 
+# Every cell file has exactly this schema (SPEC 7), so any reader sees one table whatever row it
+# opens first: a failed cell has nulls where a finished one has numbers.
+SCHEMA = pa.schema(
+    [
+        ("study", pa.string()),
+        ("cell_id", pa.string()),
+        ("stage", pa.string()),
+        ("mode", pa.string()),
+        ("method", pa.string()),
+        ("backbone", pa.string()),
+        ("source", pa.string()),
+        ("target", pa.string()),
+        ("shots", pa.int64()),
+        ("seed", pa.int64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("val_value", pa.float64()),
+        ("n_train", pa.int64()),
+        ("n_test", pa.int64()),
+        ("epochs_run", pa.int64()),
+        ("best_epoch", pa.int64()),
+        ("wall_s", pa.float64()),
+        ("peak_mem_mb", pa.float64()),
+        ("device", pa.string()),
+        ("node", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("code_version", pa.string()),
+        ("created_at", pa.string()),
+        ("method_config", pa.string()),
+        ("prompt_path", pa.string()),
+    ]
+)
+
 PROMPTS = "_prompts"
 SPEC_TOML = "_study.toml"
 SPEC_JSON = "_study.json"
@@ -97,8 +131,11 @@ class Store:
             row["prompt_path"] = name
         else:
             row.setdefault("prompt_path", None)
+        unknown = set(row) - set(SCHEMA.names)
+        if unknown:
+            raise MvlptError(f"result row has columns outside the store schema: {sorted(unknown)}")
         sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist([row]), sink)
+        pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), sink)
         self._write_atomic(f"{row['cell_id']}.parquet", sink.getvalue().to_pybytes())
 
     def cell_files(self) -> list[str]:
@@ -122,8 +159,9 @@ class Store:
             except (pa.ArrowInvalid, OSError) as err:
                 raise MvlptError(f"unreadable result file {path}: {err}") from err
         if not tables:
-            return pa.table({c: [] for c in (columns or ["cell_id"])})
-        return pa.concat_tables(tables, promote_options="default")
+            schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+            return schema.empty_table()
+        return pa.concat_tables(tables)
 
     def status_of(self) -> dict[str, str]:
         """cell_id -> status for every stored cell."""

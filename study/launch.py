@@ -1,0 +1,170 @@
+"""Launch, resume and inspect studies: spec + overrides -> grid -> missing cells -> scheduler."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections import Counter
+from pathlib import Path
+
+from pipeline.errors import MvlptError
+from study.spec import StudySpec, spec_from_dict
+from study.store import SPEC_JSON, SPEC_TOML, Store
+
+SPECS_DIR = Path(__file__).parent / "specs"
+# Fields that enter every cell's identity: changing one would silently start a different study in
+# the same folder, so it is refused there. Lists (tasks, seeds, methods...) may grow or shrink.
+IDENTITY_FIELDS = ("backbone", "recipe", "methods")
+
+
+def shipped_specs() -> list[str]:
+    return sorted(p.stem for p in SPECS_DIR.glob("*.toml"))
+
+
+def resolve_spec_path(name_or_path: str | None) -> Path:
+    """A shipped spec name ('default', 'elevater') or a TOML path."""
+    if name_or_path is None:
+        name_or_path = "default"
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SPECS_DIR / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return shipped
+    raise MvlptError(f"spec file not found: {name_or_path} (shipped specs: {', '.join(shipped_specs())})")
+
+
+def spec_input(spec: StudySpec) -> dict:
+    """The spec as the TOML document that would load back to it."""
+    data = {
+        "name": spec.name,
+        "backbone": spec.backbone,
+        "out": spec.out,
+        "tasks": {"suite": spec.suite} if spec.suite else list(spec.tasks),
+        "methods": {m: dict(cfg) for m, cfg in spec.methods},
+        "shots": list(spec.shots),
+        "seeds": list(spec.seeds),
+        "stages": list(spec.stages),
+        "modes": list(spec.modes),
+        "recipe": dict(spec.recipe),
+        "resources": dataclasses.asdict(spec.resources),
+    }
+    if spec.source_seeds:
+        data["source_seeds"] = list(spec.source_seeds)
+    return data
+
+
+def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
+    """Command-line overrides (methods, tasks, seeds, shots, epochs, mode, name, out)."""
+    data = spec_input(spec)
+    if overrides.get("methods"):
+        unknown = [m for m in overrides["methods"] if m not in data["methods"]]
+        configs = {m: data["methods"].get(m, {}) for m in overrides["methods"]}
+        if unknown and not all(m in ("coop", "vpt", "upt") for m in unknown):
+            raise MvlptError(f"--methods: unknown method '{unknown[0]}' (known: coop, vpt, upt)")
+        data["methods"] = configs
+    if overrides.get("tasks"):
+        data["tasks"] = list(overrides["tasks"])
+    for key in ("seeds", "shots"):
+        if overrides.get(key) is not None:
+            data[key] = list(overrides[key])
+    if overrides.get("epochs") is not None:
+        data["recipe"] = {**data["recipe"], "epochs": overrides["epochs"]}
+    if overrides.get("mode"):
+        data["modes"] = list(overrides["mode"])
+    for key in ("name", "out"):
+        if overrides.get(key):
+            data[key] = overrides[key]
+    return spec_from_dict(data, where="command line")
+
+
+def _identity(spec: StudySpec) -> dict:
+    data = spec_input(spec)
+    return {"backbone": data["backbone"], "recipe": data["recipe"], "methods": data["methods"]}
+
+
+def check_folder(spec: StudySpec, store: Store) -> None:
+    """Refuse a folder that holds another study, or this study with inputs that change identities."""
+    meta = store.meta()
+    if meta is None:
+        if store.cell_files():
+            raise MvlptError(f"{store.location} holds results that are not an mvlpt study (no {SPEC_JSON})")
+        return
+    if meta.get("name") != spec.name:
+        raise MvlptError(f"{store.location} holds another study ('{meta.get('name')}'); use --out or --name")
+    old, new = meta.get("identity", {}), _identity(spec)
+    for key in IDENTITY_FIELDS:
+        if key == "methods":
+            changed = [
+                m
+                for m in new["methods"]
+                if m in old.get("methods", {}) and old["methods"][m] != new["methods"][m]
+            ]
+            if changed:
+                raise MvlptError(
+                    f"{store.location}: the config of method '{changed[0]}' differs from the stored study's, "
+                    f"which would change its cells' identity; use --name NEW for a new study"
+                )
+        elif old.get(key) != new[key]:
+            raise MvlptError(
+                f"{store.location}: '{key}' differs from the stored study's "
+                f"({old.get(key)!r} -> {new[key]!r}), which would change its cells' identity; "
+                f"use --name NEW for a new study"
+            )
+
+
+def write_meta(spec: StudySpec, store: Store, grid_counts: Counter, source_text: str | None) -> None:
+    meta = store.meta() or {}
+    identity = _identity(spec)
+    if meta.get("identity"):  # keep configs of methods this launch leaves out
+        identity["methods"] = {**meta["identity"].get("methods", {}), **identity["methods"]}
+    meta.update(
+        name=spec.name,
+        spec=spec_input(spec),
+        spec_hash=spec.digest(),
+        identity=identity,
+        updated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        grid={f"{stage}/{method}": n for (stage, method), n in sorted(grid_counts.items())},
+    )
+    meta.setdefault("created_at", meta["updated_at"])
+    store.write_text(SPEC_JSON, json.dumps(meta, indent=2, sort_keys=True))
+    if source_text is not None:
+        store.write_text(SPEC_TOML, source_text)
+
+
+def spec_of_folder(folder: str) -> StudySpec:
+    store = Store(folder)
+    meta = store.meta()
+    if meta is None:
+        raise MvlptError(f"not a study folder (no {SPEC_JSON}): {folder}")
+    data = dict(meta["spec"])
+    data["out"] = str(Path(folder).parent) if "://" not in folder else folder.rsplit("/", 1)[0]
+    return spec_from_dict(data, where=f"{folder}/{SPEC_JSON}")
+
+
+def status_table(folder: str) -> str:
+    """Counts per stage, method and status, read from the store alone (no torch, no ray)."""
+    store = Store(folder)
+    meta = store.meta()
+    if meta is None:
+        raise MvlptError(f"not a study folder (no {SPEC_JSON}): {folder}")
+    table = store.read(["stage", "method", "status"])
+    counts = Counter(zip(*(table.column(c).to_pylist() for c in ("stage", "method", "status")), strict=True))
+    lines = [
+        f"study {meta['name']} in {folder}",
+        f"{'stage':<10} {'method':<9} {'ok':>6} {'failed':>7} {'total':>7}",
+    ]
+    grid = meta.get("grid", {})
+    rank = {"zeroshot": 0, "single": 1, "transfer": 2}
+    keys = sorted(
+        {tuple(k.split("/")) for k in grid} | {(s, m) for s, m, _ in counts},
+        key=lambda k: (rank.get(k[0], 3), k[1]),
+    )
+    for stage, method in keys:
+        ok, failed = counts[(stage, method, "ok")], counts[(stage, method, "failed")]
+        total = grid.get(f"{stage}/{method}", ok + failed)
+        lines.append(f"{stage:<10} {method:<9} {ok:>6} {failed:>7} {total:>7}")
+    ok_all = sum(v for (_, _, s), v in counts.items() if s == "ok")
+    lines.append(f"{'all':<20} {ok_all:>6} {sum(counts.values()) - ok_all:>7} {sum(grid.values()):>7}")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""Run a study's missing cells as Ray Tune trials, stage by stage; the only module that imports ray.
+
+Each trial runs one cell with the kernel's run(cell) and writes its row and prompt to the store
+itself, so the store, not Ray's experiment folder, is the record of what is done: a new launch
+builds its trials from the cells missing in the store instead of restoring Tune's state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+import traceback
+
+from pipeline.run import Cell, cell_id, code_version, dependencies
+from study.store import Store
+
+log = logging.getLogger(__name__)
+
+# Tune's defaults rewrite its experiment state every few seconds (~10 KB a trial) and attach
+# file loggers per trial; at a thousand one-second trials that costs more than the trials.
+_TUNE_ENV = {
+    "TUNE_GLOBAL_CHECKPOINT_S": "600",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_MAX_PENDING_TRIALS_PG": "16",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What every trial of one stage needs, shipped once through the object store."""
+
+    study: str
+    location: str
+    cells: tuple[Cell, ...]
+    ids: tuple[str, ...]
+    deps: tuple[tuple[str, ...], ...]  # per cell: the ids whose prompts it starts from
+    threads: int
+    device: str
+    cache_dir: str | None
+
+
+def failed_row(study: str, cell: Cell, cid: str, error: str, node: str) -> dict:
+    """The row that records a cell that raised: its identity, status 'failed', and the error."""
+    return {
+        "study": study,
+        "cell_id": cid,
+        "stage": cell.stage,
+        "mode": cell.mode,
+        "method": cell.method,
+        "backbone": cell.backbone,
+        "source": cell.source,
+        "target": cell.target,
+        "shots": cell.shots,
+        "seed": cell.seed,
+        "status": "failed",
+        "error": error,
+        "node": node,
+        "code_version": code_version(),
+        "value": float("nan"),
+    }
+
+
+_CONTEXT = None  # one per worker process: reused actors keep the backbone and feature cache
+
+
+def run_one(job: Job, i: int, node: str) -> str:
+    """Run cell i of the job and store its row; a cell that raises is stored as failed."""
+    global _CONTEXT
+    import torch
+
+    from pipeline.methods import average_states
+    from pipeline.run import Context, run
+
+    torch.set_num_threads(job.threads)
+    if _CONTEXT is None or _CONTEXT.device != job.device or _CONTEXT.cache_dir != job.cache_dir:
+        _CONTEXT = Context(device=job.device, cache_dir=job.cache_dir)
+    store = Store(job.location)
+    cell, cid = job.cells[i], job.ids[i]
+    try:
+        source_state = None
+        if job.deps[i]:
+            source_state = average_states([store.load_prompt(d) for d in job.deps[i]])
+        result = run(cell, source_state=source_state, context=_CONTEXT)
+        row = {**result.row(), "study": job.study, "node": node}
+        store.write_cell(row, result.prompt_state)
+        return "ok"
+    except Exception as err:  # recorded, the study goes on, the next launch retries it
+        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        log.debug("cell %s failed:\n%s", cid, traceback.format_exc())
+        store.write_cell(failed_row(job.study, cell, cid, message, node))
+        return "failed"
+
+
+def _trial(config: dict, job: Job) -> dict:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()[:12]
+    return {"status": run_one(job, config["i"], node)}
+
+
+class _Progress:
+    """done / total, cells per minute and time left, on stderr."""
+
+    def __init__(self, total: int, done: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=done, unit="cell", dynamic_ncols=True, smoothing=0.05)
+        self.start, self.first, self.failed = time.monotonic(), done, 0
+
+    def step(self, failed: bool) -> None:
+        self.failed += failed
+        self.bar.update(1)
+        minutes = (time.monotonic() - self.start) / 60
+        rate = (self.bar.n - self.first) / minutes if minutes > 0 else 0.0
+        self.bar.set_postfix_str(f"{rate:.1f} cells/min, {self.failed} failed")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _callback(progress: _Progress):
+    from ray.tune import Callback
+
+    class ProgressCallback(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            progress.step(result.get("status") != "ok")
+
+    return ProgressCallback()
+
+
+def start_ray(address: str | None, num_cpus: int | None):
+    """Join the cluster at `address`, or start a local one; one clear error if unreachable."""
+    for key, value in _TUNE_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    from pipeline.errors import MvlptError
+
+    if ray.is_initialized():
+        return ray
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MvlptError(f"cannot reach Ray cluster at '{address}': {first}") from err
+    return ray
+
+
+def run_cells(
+    study: str,
+    location: str,
+    stages: list[list[Cell]],
+    resources: dict,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, int]:
+    """Run every cell of `stages` missing from the store, stage after stage. -> status counts."""
+    ray = start_ray(address, num_cpus)
+    from ray import tune
+
+    cluster = ray.cluster_resources()
+    cpu, gpu = float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))
+    if gpu > 0 and cluster.get("GPU", 0) == 0:
+        log.warning("no GPU in the Ray cluster: running trials on CPU instead of %.2f GPU each", gpu)
+        gpu = 0.0
+    device = "cuda" if gpu > 0 else "cpu"
+    slots = max(1, int(cluster.get("CPU", 1) // cpu))
+    if gpu > 0:
+        slots = min(slots, max(1, int(cluster.get("GPU", 0) // gpu)))
+    store = Store(location)
+    done = store.done()
+    ids_all = [[cell_id(c) for c in stage] for stage in stages]
+    total = sum(len(s) for s in stages)
+    progress = _Progress(total, sum(cid in done for s in ids_all for cid in s)) if show_progress else None
+    counts = {"ok": 0, "failed": 0}
+    trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
+    with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
+        for stage, ids in zip(stages, ids_all, strict=True):
+            todo = [i for i, cid in enumerate(ids) if cid not in done]
+            if not todo:
+                continue
+            cells = tuple(stage[i] for i in todo)
+            job = Job(
+                study=study,
+                location=location,
+                cells=cells,
+                ids=tuple(ids[i] for i in todo),
+                deps=tuple(tuple(cell_id(d) for d in dependencies(c)) for c in cells),
+                threads=max(1, int(cpu)),
+                device=device,
+                cache_dir=cache_dir,
+            )
+            tuner = tune.Tuner(
+                tune.with_parameters(trainable, job=job),
+                param_space={"i": tune.grid_search(list(range(len(cells))))},
+                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=slots),
+                run_config=tune.RunConfig(
+                    name=f"{study}-{int(time.time())}",
+                    storage_path=ray_dir,
+                    verbose=0,
+                    callbacks=[_callback(progress)] if progress else [],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            tuner.fit()
+            done = store.done()
+    if progress:
+        progress.close()
+    status = store.status_of()
+    for stage_ids in ids_all:
+        for cid in stage_ids:
+            counts[status.get(cid, "missing")] = counts.get(status.get(cid, "missing"), 0) + 1
+    return counts
