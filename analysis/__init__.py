@@ -1,1 +1,79 @@
 """Pure functions on result tables and arrays: gains, similarities, statistics, and the report."""
+
+from analysis.decompose import Decomposition, additive_fit, decompose, residual_spearman
+from analysis.gains import (
+    gain_matrix,
+    gain_summary,
+    missing_counts,
+    seed_gains,
+    single_values,
+    stage_values,
+    task_names,
+    zeroshot_values,
+)
+from analysis.order import average_linkage_order, profile_distance, similarity_order, task_order
+from analysis.ranking import ndcg_at_k, random_ranking, rank_sources, ranking_summary, regret_at_k
+from analysis.relate import similarity_correlations
+from analysis.similarity import (
+    arrays_by_task,
+    cosine_matrix,
+    label_best_match,
+    label_similarity,
+    prompt_similarity,
+    visual_similarity,
+)
+from analysis.stats import (
+    Estimate,
+    offdiag_pairs,
+    partial_correlations,
+    partial_spearman,
+    rankdata,
+    regress,
+    spearman,
+    spearman_ci,
+    task_bootstrap,
+)
+from analysis.summary import best_sources, correlation_table, method_summary
+
+__all__ = [
+    "Decomposition",
+    "Estimate",
+    "additive_fit",
+    "arrays_by_task",
+    "average_linkage_order",
+    "best_sources",
+    "correlation_table",
+    "cosine_matrix",
+    "decompose",
+    "gain_matrix",
+    "gain_summary",
+    "label_best_match",
+    "label_similarity",
+    "method_summary",
+    "missing_counts",
+    "ndcg_at_k",
+    "offdiag_pairs",
+    "partial_correlations",
+    "partial_spearman",
+    "profile_distance",
+    "prompt_similarity",
+    "random_ranking",
+    "rank_sources",
+    "ranking_summary",
+    "rankdata",
+    "regress",
+    "regret_at_k",
+    "residual_spearman",
+    "seed_gains",
+    "similarity_correlations",
+    "similarity_order",
+    "single_values",
+    "spearman",
+    "spearman_ci",
+    "stage_values",
+    "task_bootstrap",
+    "task_names",
+    "task_order",
+    "visual_similarity",
+    "zeroshot_values",
+]
