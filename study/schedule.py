@@ -8,6 +8,7 @@ builds its trials from the cells missing in the store instead of restoring Tune'
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import tempfile
@@ -62,6 +63,7 @@ def failed_row(study: str, cell: Cell, cid: str, error: str, node: str) -> dict:
         "node": node,
         "code_version": code_version(),
         "value": float("nan"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -133,6 +135,20 @@ def _callback(progress: _Progress):
     return ProgressCallback()
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast: ray.init retries an unreachable address for minutes before it gives up."""
+    import socket
+
+    from pipeline.errors import MvlptError
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as err:
+        raise MvlptError(f"cannot reach Ray cluster at '{address}': {err}") from err
+
+
 def start_ray(address: str | None, num_cpus: int | None):
     """Join the cluster at `address`, or start a local one; one clear error if unreachable."""
     for key, value in _TUNE_ENV.items():
@@ -143,6 +159,8 @@ def start_ray(address: str | None, num_cpus: int | None):
 
     if ray.is_initialized():
         return ray
+    if address and "://" not in address and address != "auto":
+        _check_reachable(address)
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address:

@@ -80,7 +80,7 @@ def test_spec_file_errors(tmp_path):
 
 
 def _row(cid, status="ok", value=0.5, stage="single"):
-    return {"cell_id": cid, "stage": stage, "method": "coop", "status": status, "value": value, "error": None}
+    return {"cell_id": cid, "stage": stage, "method": "coop", "status": status, "value": value, "mode": None}
 
 
 def test_store_reads_as_one_dataset_with_one_row_per_cell(tmp_path):
@@ -90,10 +90,14 @@ def test_store_reads_as_one_dataset_with_one_row_per_cell(tmp_path):
     store.write_cell(_row("b", status="failed", value=float("nan")))
     store.write_text("_study.json", '{"name": "study"}')
     store.write_cell(_row("b", value=0.75))  # a retry replaces the failed row
+    store.write_cell({**_row("c", stage="transfer"), "mode": "joint", "source": "x"})
     frame = pd.read_parquet(tmp_path / "study")
-    assert sorted(frame.cell_id) == ["a", "b"] and frame.set_index("cell_id").value["b"] == 0.75
-    assert ds.dataset(str(tmp_path / "study")).count_rows() == 2
-    assert store.done() == {"a", "b"}
+    assert sorted(frame.cell_id) == ["a", "b", "c"] and frame.set_index("cell_id").value["b"] == 0.75
+    assert frame.set_index("cell_id").loc["c", "mode"] == "joint"
+    with pytest.raises(MvlptError, match="outside the store schema"):
+        store.write_cell({**_row("d"), "colour": "red"})
+    assert ds.dataset(str(tmp_path / "study")).count_rows() == 3
+    assert store.done() == {"a", "b", "c"}
     assert store.load_prompt("a")["method"] == "coop"
     assert store.meta() == {"name": "study"}
 

@@ -1,0 +1,191 @@
+"""A small study end to end on Ray: resume after kill -9, failures, two nodes, status mid-run.
+
+The spec is 2 methods x 3 tasks x 2 seeds (joint transfer, diagonal included): 51 cells on the
+tiny backbone, tasks as image folders so that every Ray worker can read them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import write_folder
+
+SPEC = """
+name = "small"
+backbone = "tiny"
+tasks = [{tasks}]
+shots = [2]
+seeds = [0, 1]
+modes = ["joint"]
+[methods.coop]
+n_ctx = 4
+[methods.vpt]
+n_tokens = 2
+[recipe]
+epochs = 1
+lr = 0.05
+"""
+N_CELLS = 3 + 2 * 3 * 2 + 2 * 9 * 2
+
+
+@pytest.fixture(scope="module")
+def study_spec(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    folders = [
+        write_folder(root / "pets", ("cat", "dog", "owl"), n_train=3, n_test=2, seed=1),
+        write_folder(root / "cars", ("van", "bus"), n_train=3, n_test=2, seed=2),
+        write_folder(root / "food", ("pie", "jam", "tea"), n_train=3, n_test=2, seed=3),
+    ]
+    spec = root / "small.toml"
+    spec.write_text(SPEC.format(tasks=", ".join(f'"{f}"' for f in folders)))
+    return spec
+
+
+def _cli(*args, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MVLPT_CACHE": kw.pop("cache", os.environ.get("MVLPT_CACHE", ""))}
+    cmd = [sys.executable, "-m", "study.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, **kw)
+
+
+def _table(folder: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(folder)
+    assert frame.cell_id.is_unique
+    return frame.set_index("cell_id").sort_index()
+
+
+@pytest.fixture(scope="module")
+def reference(study_spec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    done = _cli("run", str(study_spec), "--out", str(out), "--quiet", "--cpus", "2", cache=str(out / "cache"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return _table(out / "small")
+
+
+def test_dry_run_counts(study_spec, tmp_path):
+    out = _cli("run", str(study_spec), "--out", str(tmp_path), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert f"{N_CELLS} cells" in out.stdout
+    assert "transfer   coop           18" in out.stdout and "zeroshot   zeroshot        3" in out.stdout
+
+
+def test_uninterrupted_run_is_complete(reference):
+    assert len(reference) == N_CELLS and set(reference.status) == {"ok"}
+    assert set(reference.stage) == {"zeroshot", "single", "transfer"}
+
+
+def test_kill_minus_nine_then_resume_gives_the_same_study(study_spec, reference, tmp_path):
+    folder = tmp_path / "small"
+    env = {**os.environ, "MVLPT_CACHE": str(tmp_path / "cache")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "run",
+        str(study_spec),
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--cpus",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(folder.glob("*.parquet"))) < 10:
+        time.sleep(0.2)
+    # status while the study is writing: instant, and without torch or ray
+    probe = (
+        "import sys; from study.cli import main; main(['status', sys.argv[1]]); "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'"
+    )
+    status = subprocess.run(
+        [sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"{N_CELLS:>7}" in status.stdout.splitlines()[-1]
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, Ray and its workers, mid-write
+    proc.wait()
+    partial = len(list(folder.glob("*.parquet")))
+    assert 10 <= partial < N_CELLS
+    resumed = _cli("resume", str(folder), "--quiet", "--cpus", "2", cache=str(tmp_path / "cache"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    table = _table(folder)
+    assert list(table.index) == list(reference.index)
+    assert (table.value == reference.value).all()  # identical to the last digit
+
+
+def _swap_bytes_keep_stat(path: Path, data: bytes) -> None:
+    """Replace a file's bytes by others of the same length, keeping its mtime: the task's
+    fingerprint (and so every cell id) stays the same, as for a transient read failure."""
+    st = path.stat()
+    assert len(data) == st.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_failing_cell_is_recorded_and_retried(tmp_path):
+    broken = write_folder(tmp_path / "broken", ("a", "b"), n_train=3, n_test=2)
+    good = write_folder(tmp_path / "good", ("x", "y"), n_train=3, n_test=2)
+    image = broken / "test" / "a" / "0.png"
+    original = image.read_bytes()
+    _swap_bytes_keep_stat(image, b"\0" * len(original))
+    spec = tmp_path / "f.toml"
+    spec.write_text(
+        f'name = "f"\nbackbone = "tiny"\ntasks = ["{good}", "{broken}"]\nshots = [2]\nstages = ["single"]\n'
+        "[methods.coop]\nn_ctx = 2\n[recipe]\nepochs = 1\n"
+    )
+    first = _cli("run", str(spec), "--out", str(tmp_path), "--quiet", "--cpus", "2")
+    assert first.returncode == 1
+    assert "1 cells failed or did not run" in first.stderr
+    table = _table(tmp_path / "f")
+    failed = table[table.status == "failed"]
+    assert len(failed) == 1 and "corrupt image file" in failed.error.iloc[0]
+    assert (table.status == "ok").sum() == 1
+    again = _cli("resume", str(tmp_path / "f"), "--quiet", "--cpus", "2")  # retried, fails again
+    assert again.returncode == 1
+    retried = _table(tmp_path / "f")
+    assert retried.loc[failed.index[0], "created_at"] is not None and len(retried) == 2
+    _swap_bytes_keep_stat(image, original)  # the cause goes away
+    second = _cli("resume", str(tmp_path / "f"), "--quiet", "--cpus", "2")
+    assert second.returncode == 0, second.stderr
+    final = _table(tmp_path / "f")
+    assert list(final.index) == list(table.index) and set(final.status) == {"ok"}
+
+
+def test_two_node_cluster_gives_the_same_results(study_spec, reference, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        out = _cli(
+            "run",
+            str(study_spec),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--address",
+            cluster.address,
+            cache=str(tmp_path / "cache"),
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+    finally:
+        cluster.shutdown()
+    table = _table(tmp_path / "small")
+    assert list(table.index) == list(reference.index) and (table.value == reference.value).all()
+    assert table.node.nunique() == 2  # cells ran on both nodes
+
+
+def test_unreachable_address_is_one_line(study_spec, tmp_path):
+    out = _cli("run", str(study_spec), "--out", str(tmp_path), "--address", "127.0.0.1:1")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "cannot reach Ray cluster at '127.0.0.1:1'" in out.stderr
