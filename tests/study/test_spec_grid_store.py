@@ -115,3 +115,15 @@ def test_unwritable_folder_is_named(tmp_path):
     blocker.write_text("x")
     with pytest.raises(MvlptError, match="results folder is not writable"):
         Store(blocker / "study").create()
+
+
+def test_shipped_elevater_spec_is_the_papers_grid():
+    from study.launch import resolve_spec_path
+
+    spec = load_spec(resolve_spec_path("elevater"))
+    assert spec.backbone == "ViT-B-16:openai" and spec.shots == (20,) and spec.seeds == (0, 1, 2)
+    assert dict(spec.recipe)["epochs"] == 200 and set(spec.modes) == {"init", "joint"}
+    counts = expand(spec).counts()
+    assert counts[("zeroshot", "zeroshot")] == 20
+    assert all(counts[("transfer", m)] == 400 * 2 * 3 for m in ("coop", "vpt", "upt"))
+    assert all(counts[("single", m)] == 20 * 3 for m in ("coop", "vpt", "upt"))
