@@ -1,0 +1,185 @@
+"""Prints issue 3's figures for the built-in suite: pre-training, zero-shot, headroom, transfer structure.
+
+Usage: PYTHONPATH=. python bench/builtin.py [--sections pretrain,zeroshot,headroom,transfer] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+# Several processes with spinning OpenMP threads on 2 shared cores slow each other 10x or more.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The built-in backbone's default prompt-tuning setup (what the default spec carries for it).
+METHOD_CONFIGS = {
+    "coop": {"n_ctx": 4, "init": "a photo of a"},
+    "vpt": {"n_tokens": 4, "deep": True},
+    "upt": {},
+}
+RECIPE = dict(
+    epochs=10, lr=0.2, momentum=0.9, weight_decay=5e-4, batch_size=32, warmup_epochs=1, warmup_lr=1e-3
+)
+
+
+def recipe(args):
+    from pipeline.loop import Recipe
+
+    kw = dict(RECIPE)
+    kw.update(
+        {
+            k: v
+            for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch))
+            if v is not None
+        }
+    )
+    return Recipe(**kw)
+
+
+def section_pretrain(args) -> str:
+    from pipeline import clip
+    from pipeline.pretrain import pretrained_checkpoint
+
+    if args.fresh:
+        folder = tempfile.mkdtemp(prefix="mvlpt-bench-")
+        start = time.perf_counter()
+        path = pretrained_checkpoint(folder)
+        print(
+            f"pre-training (fresh, {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.2f} after): "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+    else:
+        path = pretrained_checkpoint(args.cache)
+    start = time.perf_counter()
+    path = pretrained_checkpoint(path.parent)
+    clip._LOADED.clear()
+    clip.load_backbone(f"mvlpt-small:{path}")
+    print(f"second call (cache hit + load_backbone): {time.perf_counter() - start:.2f} s  [{path}]")
+    return f"mvlpt-small:{path}"
+
+
+def section_zeroshot(backbone: str) -> dict[str, float]:
+    from pipeline.data.suite import SUITE, chance, suite_task
+    from pipeline.run import make_cell, run
+
+    print(
+        f"\n## zero-shot ('a photo of a {{}}.')\n{'task':20s} {'classes':>7s} {'metric':>14s} {'value':>6s} "
+        f"{'chance':>6s} {'x chance':>8s}"
+    )
+    values = {}
+    for name, spec in SUITE.items():
+        suite_task(name)
+        values[name] = run(make_cell("zeroshot", name, backbone=backbone)).value
+        ch = chance(name)
+        print(
+            f"{name:20s} {len(spec['classnames']):7d} {spec['metric']:>14s} {values[name]:6.3f} {ch:6.3f} "
+            f"{values[name] / ch:8.2f}"
+        )
+    v = np.array(list(values.values()))
+    c = np.array([chance(n) for n in values])
+    print(
+        f"mean {v.mean():.3f} vs chance {c.mean():.3f}: {v.mean() / c.mean():.2f}x (target >= 2.5x); "
+        f"tasks above 1.5x chance: {(v > 1.5 * c).sum()}/20 (target >= 15)"
+    )
+    return values
+
+
+def section_headroom(backbone: str, zs: dict[str, float], args) -> None:
+    from pipeline.data.suite import SUITE
+    from pipeline.run import make_cell, run
+
+    rec = recipe(args)
+    print(f"\n## headroom at {args.shots} shots, seed 0, recipe {rec}")
+    rows = {}
+    for method in args.methods:
+        rows[method] = [
+            run(
+                make_cell(
+                    method,
+                    n,
+                    method_config=METHOD_CONFIGS[method],
+                    recipe=rec,
+                    backbone=backbone,
+                    shots=args.shots,
+                    seed=0,
+                )
+            )
+            for n in SUITE
+        ]
+    print(f"{'task':20s} {'zero-shot':>9s} " + " ".join(f"{m:>13s}" for m in rows))
+    for i, name in enumerate(SUITE):
+        cells = " ".join(f"{rows[m][i].value:6.3f} ({rows[m][i].wall_s:4.1f}s)" for m in rows)
+        print(f"{name:20s} {zs[name]:9.3f} {cells}")
+    for m, rs in rows.items():
+        delta = np.array([r.value - zs[r.target] for r in rs])
+        print(
+            f"{m}: wins {(delta > 0).sum()}/20 (target >= 12), mean gain {100 * delta.mean():+.2f} points "
+            f"(target >= +3), slowest cell {max(r.wall_s for r in rs):.1f} s (target <= 10)"
+        )
+
+
+def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
+    from pipeline.data.suite import DISSIMILAR_PAIRS, SIMILAR_PAIRS, suite_task
+    from pipeline.run import make_cell, run
+
+    rec = recipe(args)
+    print(f"\n## joint transfer at {args.target_shots} shots (source and target), recipe {rec}")
+    for method in args.methods:
+        cfg = METHOD_CONFIGS[method]
+        for seed in args.seeds:
+            base, gains = {}, {"similar": [], "dissimilar": []}
+            for kind, pairs in (("similar", SIMILAR_PAIRS), ("dissimilar", DISSIMILAR_PAIRS)):
+                for source, target in pairs:
+                    suite_task(source), suite_task(target)
+                    cell = dict(
+                        method_config=cfg, recipe=rec, backbone=backbone, shots=args.target_shots, seed=seed
+                    )
+                    if target not in base:
+                        base[target] = run(make_cell(method, target, **cell)).value
+                    joint = run(make_cell(method, target, source=source, mode="joint", **cell)).value
+                    gains[kind].append(joint - base[target])
+            sim, dis = 100 * np.mean(gains["similar"]), 100 * np.mean(gains["dissimilar"])
+            floor = min(base[t] - zs[t] for t in base)
+            print(
+                f"{method} seed {seed}: similar {sim:+6.2f} dissimilar {dis:+6.2f} diff {sim - dis:+6.2f} "
+                f"(target >= 2)  | per pair sim {np.round(100 * np.array(gains['similar']), 1)} "
+                f"dis {np.round(100 * np.array(gains['dissimilar']), 1)} | worst baseline - zero-shot "
+                f"{100 * floor:+.2f}"
+            )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sections", default="pretrain,zeroshot,headroom,transfer")
+    p.add_argument("--methods", default="coop,vpt,upt")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--fresh", action="store_true", help="time a pre-training into a new temporary cache")
+    p.add_argument("--cache", default=None, help="cache dir (default $MVLPT_CACHE or ~/.cache/mvlpt)")
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--target-shots", type=int, default=2)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    args = p.parse_args()
+    args.methods = args.methods.split(",")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    sections = set(args.sections.split(","))
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    backbone = section_pretrain(args)
+    zs = section_zeroshot(backbone) if sections & {"zeroshot", "headroom", "transfer"} else {}
+    if "headroom" in sections:
+        section_headroom(backbone, zs, args)
+    if "transfer" in sections:
+        section_transfer(backbone, zs, args)
+
+
+if __name__ == "__main__":
+    main()
