@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,19 +21,34 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 # Backbones shipped with the project: short name -> open_clip model config in configs/.
-# A shipped config with no weights is built with a fixed seed (the tiny test model, timm-style).
-# The tiny model keeps CLIP's proportions at toy size: the image tower (65 tokens, width 128) costs
-# more than the text tower (width 64), as ViT-B/16's 197 tokens at width 768 do against its text.
+# "tiny" has no weights: it is built with a fixed seed (the test model, timm-style). It keeps CLIP's
+# proportions at toy size: the image tower (65 tokens, width 128) costs more than the text tower
+# (width 64), as ViT-B/16's 197 tokens at width 768 do against its text.
+# "builtin" is pre-trained on the built-in suite the first time it is needed (pipeline.pretrain).
 SHIPPED = {
     "tiny": "mvlpt-tiny",
+    "builtin": "mvlpt-small",
 }
+PRETRAINED_SHIPPED = ("builtin",)
 
 
-def _register_shipped_configs() -> None:
+def register_shipped_configs() -> None:
+    """Make the configs in configs/ known to open_clip by their file names."""
     import open_clip
 
     if SHIPPED["tiny"] not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_DIR)
+
+
+def create_trainable(arch: str, seed: int = 0):
+    """A fresh, trainable open_clip model of a shipped config and its tokenizer (for pre-training)."""
+    import open_clip
+
+    register_shipped_configs()
+    with torch.random.fork_rng(devices=[]), _quiet_root_logger(True):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(arch)
+    return model, open_clip.get_tokenizer(arch)
 
 
 def file_sha256(path: str | os.PathLike, _memo: dict = {}) -> str:  # noqa: B006 - process memo
@@ -56,13 +72,14 @@ class BackboneSpec:
     arch: str  # an open_clip model name (shipped configs are registered under their own names)
     weights: str | None  # None (shipped random init), a pretrained tag, or a checkpoint path
     weights_is_file: bool
+    pretrained_here: bool = False  # weights come from pipeline.pretrain's cached checkpoint
 
 
 def parse_backbone(name: str) -> BackboneSpec:
     """Resolve 'tiny', 'tiny:PATH', 'ARCH:TAG' or 'ARCH:PATH' (open_clip names), or fail in one line."""
     import open_clip
 
-    _register_shipped_configs()
+    register_shipped_configs()
     arch, _, weights = name.partition(":")
     weights = weights or None
     shipped = arch in SHIPPED
@@ -72,6 +89,8 @@ def parse_backbone(name: str) -> BackboneSpec:
             f"unknown backbone '{name}': expected one of {sorted(SHIPPED)} or ARCH:TAG / ARCH:PATH "
             f"with ARCH an open_clip model (e.g. ViT-B-16:openai)"
         )
+    if weights is None and arch in PRETRAINED_SHIPPED:
+        return BackboneSpec(name, arch_name, None, False, pretrained_here=True)
     if weights is None:
         if not shipped:
             raise MvlptError(
@@ -94,7 +113,11 @@ def backbone_identity(spec: BackboneSpec) -> str:
     import open_clip
 
     cfg = json.dumps(open_clip.get_model_config(spec.arch), sort_keys=True)
-    if spec.weights is None:
+    if spec.pretrained_here:
+        from pipeline.pretrain import checkpoint_key
+
+        source = "pretrain:" + checkpoint_key()  # no training needed to know the identity
+    elif spec.weights is None:
         source = "seed0"
     elif spec.weights_is_file:
         source = "sha256:" + file_sha256(spec.weights)
@@ -295,6 +318,10 @@ def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str 
     import open_clip
 
     identity = backbone_identity(spec)
+    if spec.pretrained_here:
+        from pipeline.pretrain import pretrained_checkpoint
+
+        spec = dataclasses.replace(spec, weights=str(pretrained_checkpoint()), weights_is_file=True)
     try:
         with torch.random.fork_rng(devices=[]), _quiet_root_logger(spec.weights is None):
             torch.manual_seed(0)  # shipped configs without weights are this exact random init

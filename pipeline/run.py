@@ -223,11 +223,12 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     config = method_config(cell.method, cell.config)
-    backbone = load_backbone(cell.backbone, device)
-    target = resolve_task(cell.target)
+    target = resolve_task(cell.target)  # bad task names fail before any model is built
+    source = resolve_task(cell.source) if cell.source else None
     if cell.metric is not None:
         target = dataclasses.replace(target, metric=cell.metric)  # validated against the task here
     cid = cell_id(cell)
+    backbone = load_backbone(cell.backbone, device)
     cache = ctx.cache()
 
     def features_of(task, split, idx):
@@ -241,7 +242,6 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
             target.source.labels("train"), target.classnames, cell.shots, cell.seed, target.name
         )
         parts.append((target, sample.train))
-    source = resolve_task(cell.source) if cell.source else None
     if cell.mode == "joint" and source.identity != target.identity:  # the diagonal is the single run
         src_sample = few_shot(
             source.source.labels("train"), source.classnames, cell.shots, cell.seed, source.name

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sys
 from collections import Counter
 
@@ -103,26 +104,58 @@ def cmd_cell(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    """List the tasks the registry knows."""
+    """List the built-in suite's tasks, then the ELEVATER roster and whether its data is present."""
+    from pipeline.data.suite import SUITE
     from pipeline.data.tasks import ELEVATER, data_root
 
     root = data_root()
     rows = [
         {
             "name": name,
+            "num_classes": len(t["classnames"]),
+            "metric": t["metric"],
+            "domain": t["domain"],
+            "suite": "builtin",
+        }
+        for name, t in SUITE.items()
+    ]
+    rows += [
+        {
+            "name": name,
             "num_classes": n,
             "metric": metric,
             "domain": "elevater",
-            "data": "found" if (root / name).is_dir() else "missing",
+            "suite": "elevater",
+            "data": "found" if (root / name).is_dir() else f"missing ({root / name})",
         }
         for name, (metric, n) in ELEVATER.items()
     ]
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'name':<20} {'classes':>7}  {'metric':<15} {'domain':<10} data under {root}")
-    for r in rows:
-        print(f"{r['name']:<20} {r['num_classes']:>7}  {r['metric']:<15} {r['domain']:<10} {r['data']}")
+    for suite, title in (
+        ("builtin", "built-in suite (generated, no download)"),
+        ("elevater", f"ELEVATER roster (data under {root}, set MVLPT_DATA)"),
+    ):
+        print(title)
+        print(f"  {'name':<20} {'classes':>7}  {'metric':<15} {'domain' if suite == 'builtin' else 'data'}")
+        for r in (r for r in rows if r["suite"] == suite):
+            last = r["domain"] if suite == "builtin" else r["data"].split(" ")[0]
+            print(f"  {r['name']:<20} {r['num_classes']:>7}  {r['metric']:<15} {last}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    """Pre-train the built-in backbone on the built-in suite (or find it in the cache)."""
+    import time
+
+    from pipeline.pretrain import checkpoint_path, pretrained_checkpoint
+
+    cached = checkpoint_path().is_file()
+    start = time.perf_counter()
+    path = pretrained_checkpoint()
+    how = "found in the cache" if cached else f"pre-trained in {time.perf_counter() - start:.0f} s"
+    print(f"built-in backbone {how}: {path}")
     return 0
 
 
@@ -191,10 +224,9 @@ def _launch(spec, args, source_text: str | None) -> int:
 
 
 def _default_cache() -> str:
-    import os
     from pathlib import Path
 
-    return os.environ.get("MVLPT_CACHE", str(Path.home() / ".cache" / "mvlpt" / "features"))
+    return str(Path(os.environ.get("MVLPT_CACHE", Path.home() / ".cache" / "mvlpt")) / "features")
 
 
 def cmd_run(args) -> int:
@@ -264,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     cell.add_argument("--lr", type=float)
     cell.add_argument("--batch-size", type=int)
     cell.add_argument("--precision", help="auto, fp32, bf16 or fp16")
-    cell.add_argument("--backbone", default="tiny", help="tiny, ARCH:TAG (e.g. ViT-B-16:openai) or ARCH:PATH")
+    cell.add_argument(
+        "--backbone", default="builtin", help="builtin, tiny, ARCH:TAG (e.g. ViT-B-16:openai) or ARCH:PATH"
+    )
     cell.add_argument("--config", action="append", metavar="KEY=VALUE", help="method option, repeatable")
     cell.add_argument(
         "--source-seeds", type=_seeds, help="init mode: average the source prompt over these seeds"
@@ -300,13 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("dir")
     status.set_defaults(func=cmd_status)
 
-    tasks = sub.add_parser("tasks", help="list the tasks of the registry")
+    tasks = sub.add_parser("tasks", help="list the built-in suite's tasks and the ELEVATER roster")
     tasks.add_argument("--json", action="store_true")
     tasks.set_defaults(func=cmd_tasks)
+
+    pretrain = sub.add_parser("pretrain", help="pre-train (or find cached) the built-in backbone")
+    pretrain.set_defaults(func=cmd_pretrain)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Busy-waiting OpenMP threads of two torch processes on two cores slow both by 10-50x.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
+import os
+import tempfile
 
-from pipeline.data import register_tensor_task
+# Tests never read or write the user's cache, and pre-train the built-in backbone for a few steps
+# only (the step count is part of its checkpoint key). Set before anything imports the kernel.
+os.environ["MVLPT_CACHE"] = tempfile.mkdtemp(prefix="mvlpt-test-cache-")
+os.environ["MVLPT_PRETRAIN_STEPS"] = "20"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.data import register_tensor_task  # noqa: E402
 
 
 def colour_task(name: str, classnames, n_train: int = 8, n_test: int = 6, seed: int = 0, multilabel=False):

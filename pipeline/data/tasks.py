@@ -97,8 +97,17 @@ def register_tensor_task(
     return task
 
 
+def suite_tasks(suite: str) -> list[str]:
+    """The task names of a built-in suite ("builtin": the 20 generated tasks)."""
+    if suite != "builtin":
+        raise MvlptError(f"unknown task suite '{suite}' (known: builtin)")
+    from pipeline.data.suite import TASK_NAMES
+
+    return list(TASK_NAMES)
+
+
 def known_tasks() -> list[str]:
-    return sorted(set(ELEVATER) | set(_IN_MEMORY))
+    return sorted(set(ELEVATER) | set(_IN_MEMORY) | set(suite_tasks("builtin")))
 
 
 _RESOLVED: dict[tuple[str, str], Task] = {}
@@ -108,6 +117,10 @@ def resolve_task(name: str) -> Task:
     """A registry name, an in-memory task, or the path of an image folder -> Task (memoised)."""
     if name in _IN_MEMORY:
         return _IN_MEMORY[name]
+    from pipeline.data.suite import SUITE, suite_task
+
+    if name in SUITE:
+        return suite_task(name)
     key = (name, str(data_root()))
     if key in _RESOLVED:
         return _RESOLVED[key]

@@ -12,7 +12,7 @@ import pytest
 from study.cli import main
 from tests.conftest import write_folder
 
-FAST = ["--shots", "2", "--epochs", "2", "--lr", "0.05"]
+FAST = ["--shots", "2", "--epochs", "2", "--lr", "0.05", "--backbone", "tiny"]
 
 
 def _fails(capsys, argv, message, code=2):
@@ -110,13 +110,13 @@ def test_too_many_shots_empty_class_corrupt_image(capsys, tmp_path, image_folder
     t = str(image_folder)
     _fails(
         capsys,
-        ["cell", "--method", "coop", "--target", t, "--shots", "9"],
+        ["cell", "--method", "coop", "--target", t, "--shots", "9", "--backbone", "tiny"],
         "9 shots asked but class 'cat' has only 4",
     )
     empty = write_folder(tmp_path / "empty", classes=("a", "b"))
     for p in (empty / "train" / "b").iterdir():
         p.unlink()
-    _fails(capsys, ["cell", "--method", "coop", "--target", str(empty)], "class 'b' has no images in")
+    _fails(capsys, ["cell", "--method", "coop", "--target", str(empty), *FAST], "class 'b' has no images in")
     bad = write_folder(tmp_path / "bad", classes=("a", "b"))
     for p in (bad / "train" / "a").iterdir():
         p.write_bytes(b"\x89PNG broken")
@@ -146,7 +146,18 @@ def test_usage_errors_are_one_line(capsys):
 def test_a_real_process_exits_non_zero_with_one_line(tmp_path):
     bad = write_folder(tmp_path / "bad", classes=("a",))
     (bad / "test" / "a" / "0.png").write_text("nope")
-    cmd = [sys.executable, "-m", "study.cli", "cell", "--method", "zeroshot", "--target", str(bad)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "cell",
+        "--method",
+        "zeroshot",
+        "--target",
+        str(bad),
+        "--backbone",
+        "tiny",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
@@ -170,3 +181,38 @@ def test_tasks_json_lists_the_roster(capsys):
     names = {r["name"] for r in rows}
     assert {"cifar-10", "voc-2007", "hateful-memes"} <= names
     assert all({"name", "num_classes", "metric"} <= set(r) for r in rows)
+
+
+def test_tasks_lists_the_builtin_suite(capsys):
+    assert main(["tasks", "--json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["suite"] == "builtin"]
+    assert len(rows) == 20 and all(2 <= r["num_classes"] <= 40 for r in rows)
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("built-in suite") and "shape-scenes" in out and "map11" in out
+
+
+def test_cell_defaults_to_the_builtin_backbone(capsys):
+    assert (
+        main(
+            [
+                "cell",
+                "--method",
+                "coop",
+                "--target",
+                "glyph-kinds",
+                "--shots",
+                "2",
+                "--epochs",
+                "1",
+                "--config",
+                "n_ctx=4",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    row = json.loads(capsys.readouterr().out)
+    assert row["backbone"] == "builtin" and row["n_test"] == 100 and 0 <= row["value"] <= 1
+    assert main(["pretrain"]) == 0
+    assert "found in the cache" in capsys.readouterr().out

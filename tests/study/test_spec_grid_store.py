@@ -127,3 +127,14 @@ def test_shipped_elevater_spec_is_the_papers_grid():
     assert counts[("zeroshot", "zeroshot")] == 20
     assert all(counts[("transfer", m)] == 400 * 2 * 3 for m in ("coop", "vpt", "upt"))
     assert all(counts[("single", m)] == 20 * 3 for m in ("coop", "vpt", "upt"))
+
+
+def test_shipped_default_spec_is_the_full_builtin_grid():
+    from study.launch import resolve_spec_path
+
+    spec = load_spec(resolve_spec_path(None))
+    assert spec.name == "default" and spec.backbone == "builtin" and spec.suite == "builtin"
+    assert len(spec.tasks) == 20 and spec.modes == ("joint",) and spec.seeds == (0,)
+    counts = expand(spec).counts()
+    assert {m for _, m in counts} == {"zeroshot", "coop", "vpt", "upt"}
+    assert all(counts[("transfer", m)] == 400 for m in ("coop", "vpt", "upt"))

@@ -50,7 +50,9 @@ def study_spec(tmp_path_factory):
 
 
 def _cli(*args, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MVLPT_CACHE": kw.pop("cache", os.environ.get("MVLPT_CACHE", ""))}
+    env = dict(os.environ)
+    if "cache" in kw:
+        env["MVLPT_CACHE"] = kw.pop("cache")
     cmd = [sys.executable, "-m", "study.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, **kw)
 
