@@ -179,6 +179,8 @@ def _launch(spec, args, source_text: str | None) -> int:
 
     grid = expand(spec)
     location = f"{spec.out.rstrip('/')}/{spec.name}"
+    if "://" not in location:  # trials run in their own working folders: pass them an absolute path
+        location = os.path.abspath(location)
     store = Store(location)
     check_folder(spec, store)
     status = store.status_of()

@@ -28,6 +28,7 @@ _TUNE_ENV = {
     "TUNE_MAX_PENDING_TRIALS_PG": "16",
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DEDUP_LOGS": "0",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # relative task paths in a spec mean the launch folder
 }
 
 

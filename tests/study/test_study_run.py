@@ -145,7 +145,7 @@ def test_failing_cell_is_recorded_and_retried(tmp_path):
         f'name = "f"\nbackbone = "tiny"\ntasks = ["{good}", "{broken}"]\nshots = [2]\nstages = ["single"]\n'
         "[methods.coop]\nn_ctx = 2\n[recipe]\nepochs = 1\n"
     )
-    first = _cli("run", str(spec), "--out", str(tmp_path), "--quiet", "--cpus", "2")
+    first = _cli("run", str(spec), "--out", ".", "--quiet", "--cpus", "2", cwd=tmp_path)  # a relative --out
     assert first.returncode == 1
     assert "1 cells failed or did not run" in first.stderr
     table = _table(tmp_path / "f")
