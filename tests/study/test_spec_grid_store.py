@@ -138,3 +138,32 @@ def test_shipped_default_spec_is_the_full_builtin_grid():
     counts = expand(spec).counts()
     assert {m for _, m in counts} == {"zeroshot", "coop", "vpt", "upt"}
     assert all(counts[("transfer", m)] == 400 for m in ("coop", "vpt", "upt"))
+
+
+def test_a_full_disk_loses_nothing_already_stored(tmp_path, monkeypatch):
+    import errno
+
+    import pyarrow.fs as pafs
+
+    store = Store(tmp_path / "s")
+    store.create()
+    store.write_cell(_row("a", value=0.25))
+    before = (tmp_path / "s" / "a.parquet").read_bytes()
+
+    class FullDisk(pafs.LocalFileSystem):
+        def open_output_stream(self, path, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "fs", FullDisk())
+    with pytest.raises(MvlptError, match=r"could not write .*a\.parquet: .*No space left on device"):
+        store.write_cell(_row("a", value=0.99))
+    assert (tmp_path / "s" / "a.parquet").read_bytes() == before
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_store_at_a_filesystem_uri(tmp_path):
+    store = Store(f"file://{tmp_path}/uri-study")
+    store.create()
+    store.write_cell(_row("u", value=0.5), {"method": "coop", "version": 1, "tensors": {}})
+    assert store.done() == {"u"} and store.load_prompt("u")["method"] == "coop"
+    assert len(pd.read_parquet(tmp_path / "uri-study")) == 1
