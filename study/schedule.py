@@ -99,11 +99,18 @@ def run_one(job: Job, i: int, node: str) -> str:
         return "failed"
 
 
-def _trial(config: dict, job: Job) -> dict:
+_JOBS: dict[str, Job] = {}  # per worker: each stage's job is fetched and unpickled once
+
+
+def _trial(config: dict, job_ref: list) -> dict:
     import ray
 
+    key = job_ref[0].hex()
+    if key not in _JOBS:
+        _JOBS.clear()
+        _JOBS[key] = ray.get(job_ref[0])
     node = ray.get_runtime_context().get_node_id()[:12]
-    return {"status": run_one(job, config["i"], node)}
+    return {"status": run_one(_JOBS[key], config["i"], node)}
 
 
 class _Progress:
@@ -222,7 +229,9 @@ def run_cells(
                 cache_dir=cache_dir,
             )
             tuner = tune.Tuner(
-                tune.with_parameters(trainable, job=job),
+                # the job (every cell of the stage) goes to the object store once; a trial gets a
+                # reference to it, so a worker unpickles it once rather than once per trial
+                tune.with_parameters(trainable, job_ref=[ray.put(job)]),
                 param_space={"i": tune.grid_search(list(range(len(cells))))},
                 tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=slots),
                 run_config=tune.RunConfig(
