@@ -31,8 +31,8 @@ class ContextPrompts:
         if position not in POSITIONS:
             raise MvlptError(f"unknown class token position '{position}' (known: {', '.join(POSITIONS)})")
         self.backbone, self.n_ctx, self.position = backbone, n_ctx, position
-        placeholder = " ".join(["X"] * n_ctx)
-        texts = [f"{placeholder} {name}." if n_ctx else f"{name}." for name in classnames]
+        ctx_slots = " ".join(["X"] * n_ctx)  # tokens whose embeddings the context replaces
+        texts = [f"{ctx_slots} {name}." if n_ctx else f"{name}." for name in classnames]
         tokens = backbone.tokenize(texts)  # (C, L)
         with torch.no_grad():
             embedded = backbone.embed_tokens(tokens)  # (C, L, Dt)
