@@ -216,3 +216,31 @@ def test_cell_defaults_to_the_builtin_backbone(capsys):
     assert row["backbone"] == "builtin" and row["n_test"] == 100 and 0 <= row["value"] <= 1
     assert main(["pretrain"]) == 0
     assert "found in the cache" in capsys.readouterr().out
+
+
+def _spec(path, name="s", tasks='["glyph-kinds", "digit-parity"]'):
+    path.write_text(
+        f'name = "{name}"\nbackbone = "tiny"\ntasks = {tasks}\nstages = ["zeroshot"]\n[methods.coop]\n'
+    )
+    return path
+
+
+def test_study_bad_inputs_are_one_line(capsys, tmp_path):
+    out = str(tmp_path / "results")
+    assert main(["run", str(_spec(tmp_path / "a.toml")), "--out", out, "--dry-run"]) == 0
+    capsys.readouterr()
+    bad_task = _spec(tmp_path / "b.toml", tasks='["glyph-kinds", "no-such-task"]')
+    _fails(capsys, ["run", str(bad_task), "--out", out, "--dry-run"], "unknown task 'no-such-task'")
+    _fails(capsys, ["run", str(tmp_path / "none.toml")], "spec file not found")
+    _fails(capsys, ["status", str(tmp_path)], "not a study folder")
+    _fails(capsys, ["resume", str(tmp_path)], "not a study folder")
+    # a folder that already holds another study is refused, and left as it was
+    from study.store import Store
+
+    other = Store(tmp_path / "results" / "s")
+    other.create()
+    other.write_text("_study.json", '{"name": "someone-else"}')
+    _fails(
+        capsys, ["run", str(_spec(tmp_path / "c.toml")), "--out", out], "holds another study ('someone-else')"
+    )
+    assert other.meta() == {"name": "someone-else"}
