@@ -554,19 +554,19 @@ def _bg_phrase(rng: np.random.Generator, s: dict) -> str:
     return f"on a {kind}{s['bgcolor']} background"
 
 
-def _object_parts(rng: np.random.Generator, s: dict) -> tuple[str, str, list[str]]:
-    """(noun phrase, where phrase, focus phrases) of an object scene."""
+def _object_parts(rng: np.random.Generator, s: dict, complete: bool = False) -> tuple[str, str, list[str]]:
+    """(noun phrase, where phrase, focus phrases) of an object scene; `complete` names every factor."""
     adjs = []
-    if s["size"] != "small" and s["texture"] != "solid" and rng.random() < 0.7:
+    if s["size"] != "small" and s["texture"] != "solid" and (complete or rng.random() < 0.7):
         adjs.append(s["texture"])
-    if rng.random() < 0.85:
+    if complete or rng.random() < 0.85:
         adjs.append(s["color"])
-    if rng.random() < 0.6:
+    if complete or rng.random() < 0.6:
         adjs.insert(0, s["size"])
     noun = s["shape"] if s["count"] == 1 else _plural(s["shape"])
     det = "a" if s["count"] == 1 else NUMBERS[s["count"]]
     np_ = " ".join([det, *adjs, noun])
-    where = f"in the {s['region']}" if s["count"] == 1 and rng.random() < 0.7 else ""
+    where = f"in the {s['region']}" if s["count"] == 1 and (complete or rng.random() < 0.7) else ""
     focus = [
         s["shape"],
         s["color"],
@@ -626,14 +626,24 @@ _PARTS = {
 }
 
 
-def caption(rng: np.random.Generator, scene: dict, focus_rate: float = 0.25) -> str:
-    """A caption from the scene's factors: a full description, or (at `focus_rate`) one or two factors."""
-    np_, where, focus = _PARTS[scene["kind"]](rng, scene)
+def caption(rng: np.random.Generator, scene: dict, focus_rate: float = 0.25, complete: bool = False) -> str:
+    """A caption from the scene's factors: a full description, or (at `focus_rate`) one or two factors.
+
+    complete: name every factor of an object scene (size, colour, texture, position) with a template
+    that keeps the position. Hard-negative groups need it: images that differ only in position
+    must not get the same caption, since identical captions count as positives of each other.
+    """
+    if complete and scene["kind"] == "object":
+        np_, where, focus = _object_parts(rng, scene, complete=True)
+    else:
+        np_, where, focus = _PARTS[scene["kind"]](rng, scene)
     if rng.random() < focus_rate:
         words = [focus[i] for i in rng.permutation(len(focus))[: int(rng.integers(1, 3))]]
         return _pick(rng, _FOCUS).format(w=" and ".join(words))
     bg = _bg_phrase(rng, scene) if scene["kind"] != "pattern" else ""
     templates = _TEMPLATES if where else tuple(t for t in _TEMPLATES if not t.startswith("{where}"))
+    if complete and where:
+        templates = tuple(t for t in _TEMPLATES if "{where}" in t)
     return _tidy(_pick(rng, templates).format(np=np_, where=where, bg=bg))
 
 
@@ -797,4 +807,4 @@ def training_pairs(rng: np.random.Generator, n: int, group_size: int = 0) -> tup
             scenes.append(sample_scene(rng, _pick(rng, _KINDS)))
     images = np.stack([render(rng, s) for s in scenes])
     # grouped: full descriptions only, so that the one factor that differs is named
-    return images, [caption(rng, s, 0.0 if group_size else 0.25) for s in scenes]
+    return images, [caption(rng, s, 0.0 if group_size else 0.25, complete=bool(group_size)) for s in scenes]

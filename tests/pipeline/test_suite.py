@@ -113,3 +113,14 @@ def test_pretrained_checkpoint_is_cached_and_loadable(tmp_path):
 
 
 PINNED = ("061144bbe612c2c8", "a0708ebfcafee918")
+
+
+def test_complete_captions_name_every_factor_of_an_object():
+    # hard-negative groups differ in one factor; a caption that leaves it out would make two
+    # different images a positive pair (identical captions count as positives)
+    rng = np.random.Generator(np.random.PCG64(11))
+    for _ in range(50):
+        scene = suite.sample_scene(rng, "object", {"count": (1,)})
+        text = suite.caption(rng, scene, 0.0, complete=True)
+        for factor in ("region", "size", "color", "shape"):
+            assert scene[factor] in text, (factor, text)
