@@ -12,7 +12,6 @@ import sys
 from collections import Counter
 
 log = logging.getLogger("mvlpt")
-STAGE_RANK = {"zeroshot": 0, "single": 1, "transfer": 2}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,6 +174,7 @@ def _launch(spec, args, source_text: str | None) -> int:
     from pipeline.run import cell_id
     from study.grid import expand
     from study.launch import check_folder, write_meta
+    from study.spec import STAGE_RANK
     from study.store import Store
 
     grid = expand(spec)
@@ -212,6 +212,8 @@ def _launch(spec, args, source_text: str | None) -> int:
         num_cpus=args.cpus,
         cache_dir=args.cache_dir or _default_cache(),
         show_progress=not args.quiet,
+        ids=dict(zip(grid.cells, ids, strict=True)),
+        done={i for i in ids if status.get(i) == "ok"},
     )
     ok, failed = counts.get("ok", 0), counts.get("failed", 0)
     print(f"study {spec.name}: {ok} of {len(ids)} cells done, {failed} failed -> {location}")

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 from pipeline.loop import Recipe
 from pipeline.run import Cell, dependencies
-from study.spec import StudySpec
-
-STAGE_ORDER = {"zeroshot": 0, "single": 1, "transfer": 2}
+from study.spec import STAGE_RANK, StudySpec
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class Grid:
         """The cells grouped into stages that can each run in parallel."""
         groups: dict[int, list[Cell]] = {}
         for cell in self.cells:
-            groups.setdefault(STAGE_ORDER[cell.stage], []).append(cell)
+            groups.setdefault(STAGE_RANK[cell.stage], []).append(cell)
         return [groups[k] for k in sorted(groups)]
 
 
@@ -67,5 +65,5 @@ def expand(spec: StudySpec) -> Grid:
                             for dep in dependencies(cell):
                                 cells.setdefault(dep, None)
                             cells[cell] = None
-    ordered = sorted(cells, key=lambda c: STAGE_ORDER[c.stage])  # stable: spec order within a stage
+    ordered = sorted(cells, key=lambda c: STAGE_RANK[c.stage])  # stable: spec order within a stage
     return Grid(tuple(ordered))

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline.errors import MvlptError
-from study.spec import StudySpec, spec_from_dict
+from study.spec import STAGE_RANK, StudySpec, spec_from_dict
 from study.store import SPEC_JSON, SPEC_TOML, Store
 
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -156,10 +156,9 @@ def status_table(folder: str) -> str:
         f"{'stage':<10} {'method':<9} {'ok':>6} {'failed':>7} {'total':>7}",
     ]
     grid = meta.get("grid", {})
-    rank = {"zeroshot": 0, "single": 1, "transfer": 2}
     keys = sorted(
         {tuple(k.split("/")) for k in grid} | {(s, m) for s, m, _ in counts},
-        key=lambda k: (rank.get(k[0], 3), k[1]),
+        key=lambda k: (STAGE_RANK.get(k[0], len(STAGE_RANK)), k[1]),
     )
     for stage, method in keys:
         ok, failed = counts[(stage, method, "ok")], counts[(stage, method, "failed")]

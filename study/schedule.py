@@ -14,6 +14,8 @@ import os
 import tempfile
 import time
 import traceback
+from collections import Counter
+from collections.abc import Mapping
 
 from pipeline.run import Cell, cell_id, code_version, dependencies
 from study.store import Store
@@ -191,8 +193,14 @@ def run_cells(
     num_cpus: int | None = None,
     cache_dir: str | None = None,
     show_progress: bool = True,
-) -> dict[str, int]:
-    """Run every cell of `stages` missing from the store, stage after stage. -> status counts."""
+    ids: Mapping[Cell, str] | None = None,
+    done: set[str] | None = None,
+) -> Counter:
+    """Run every cell of `stages` missing from the store, stage after stage. -> status counts.
+
+    ids (cell -> cell id, dependencies included) and done (ids already stored as ok) spare the
+    caller's work when it has them; otherwise they are computed and read here.
+    """
     ray = start_ray(address, num_cpus)
     from ray import tune
 
@@ -206,11 +214,17 @@ def run_cells(
     if gpu > 0:
         slots = min(slots, max(1, int(cluster.get("GPU", 0) // gpu)))
     store = Store(location)
-    done = store.done()
-    ids_all = [[cell_id(c) for c in stage] for stage in stages]
+    done = store.done() if done is None else done
+    ids = dict(ids or {})
+
+    def id_of(cell: Cell) -> str:
+        if cell not in ids:
+            ids[cell] = cell_id(cell)
+        return ids[cell]
+
+    ids_all = [[id_of(c) for c in stage] for stage in stages]
     total = sum(len(s) for s in stages)
     progress = _Progress(total, sum(cid in done for s in ids_all for cid in s)) if show_progress else None
-    counts = {"ok": 0, "failed": 0}
     trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
     with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
         for stage, ids in zip(stages, ids_all, strict=True):
@@ -223,7 +237,7 @@ def run_cells(
                 location=location,
                 cells=cells,
                 ids=tuple(ids[i] for i in todo),
-                deps=tuple(tuple(cell_id(d) for d in dependencies(c)) for c in cells),
+                deps=tuple(tuple(id_of(d) for d in dependencies(c)) for c in cells),
                 threads=max(1, int(cpu)),
                 device=device,
                 cache_dir=cache_dir,
@@ -243,11 +257,7 @@ def run_cells(
                 ),
             )
             tuner.fit()
-            done = store.done()
     if progress:
         progress.close()
     status = store.status_of()
-    for stage_ids in ids_all:
-        for cid in stage_ids:
-            counts[status.get(cid, "missing")] = counts.get(status.get(cid, "missing"), 0) + 1
-    return counts
+    return Counter(status.get(cid, "missing") for stage_ids in ids_all for cid in stage_ids)

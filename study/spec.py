@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pipeline.errors import MvlptError
 
-STAGES = ("zeroshot", "single", "transfer")
+STAGES = ("zeroshot", "single", "transfer")  # also the order in which they run and are listed
+STAGE_RANK = {stage: i for i, stage in enumerate(STAGES)}
 MODES = ("init", "joint")
 METHOD_NAMES = ("coop", "vpt", "upt")
 RECIPE_KEYS = {
