@@ -78,7 +78,6 @@ def run_one(job: Job, i: int, node: str) -> str:
     global _CONTEXT
     import torch
 
-    from pipeline.methods import average_states
     from pipeline.run import Context, run
 
     torch.set_num_threads(job.threads)
@@ -87,9 +86,8 @@ def run_one(job: Job, i: int, node: str) -> str:
     store = Store(job.location)
     cell, cid = job.cells[i], job.ids[i]
     try:
-        source_state = None
-        if job.deps[i]:
-            source_state = average_states([store.load_prompt(d) for d in job.deps[i]])
+        # run() averages a list of source states (the source's seeds) itself
+        source_state = [store.load_prompt(d) for d in job.deps[i]] or None
         result = run(cell, source_state=source_state, context=_CONTEXT)
         row = {**result.row(), "study": job.study, "node": node}
         store.write_cell(row, result.prompt_state)

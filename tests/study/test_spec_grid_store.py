@@ -167,3 +167,40 @@ def test_store_at_a_filesystem_uri(tmp_path):
     store.write_cell(_row("u", value=0.5), {"method": "coop", "version": 1, "tensors": {}})
     assert store.done() == {"u"} and store.load_prompt("u")["method"] == "coop"
     assert len(pd.read_parquet(tmp_path / "uri-study")) == 1
+
+
+def test_init_transfer_starts_from_the_stored_source_prompts_averaged(toy_tasks, tmp_path):
+    from pipeline.methods import average_states
+    from pipeline.run import dependencies, run
+    from study.schedule import Job, run_one
+
+    spec = spec_from_dict({**SMALL, "stages": ["transfer"], "modes": ["init"], "source_seeds": [0, 1]})
+    grid = expand(spec)
+    cell = next(c for c in grid.cells if c.stage == "transfer" and c.method == "coop" and c.seed == 0)
+    store = Store(tmp_path / "s")
+    store.create()
+    deps = dependencies(cell)
+    assert [d.seed for d in deps] == [0, 1]  # the source's singles for both source seeds
+    states = []
+    for dep in deps:
+        result = run(dep)
+        store.write_cell(result.row(), result.prompt_state)
+        states.append(result.prompt_state)
+    job = Job(
+        "s",
+        str(tmp_path / "s"),
+        (cell,),
+        (cell_id(cell),),
+        (tuple(cell_id(d) for d in deps),),
+        1,
+        "cpu",
+        None,
+    )
+    assert run_one(job, 0, "node-a") == "ok"
+    stored = _table_of(store).loc[cell_id(cell)]
+    expected = run(cell, source_state=average_states(states))
+    assert stored.value == expected.value and stored.status == "ok" and stored.node == "node-a"
+
+
+def _table_of(store):
+    return store.read().to_pandas().set_index("cell_id")
