@@ -111,6 +111,12 @@ class Store:
     def write_text(self, name: str, text: str) -> None:
         self._write_atomic(name, text.encode())
 
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self._write_atomic(name, data)
+
+    def has(self, name: str) -> bool:
+        return self.fs.get_file_info(self._path(name)).type == pafs.FileType.File
+
     def read_text(self, name: str) -> str | None:
         path = self._path(name)
         if self.fs.get_file_info(path).type != pafs.FileType.File:

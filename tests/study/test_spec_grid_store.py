@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
@@ -204,3 +207,52 @@ def test_init_transfer_starts_from_the_stored_source_prompts_averaged(toy_tasks,
 
 def _table_of(store):
     return store.read().to_pandas().set_index("cell_id")
+
+
+def test_study_embeddings_and_designed_similarities_are_written_beside_the_cells(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.data.suite import SUITE, similarity_matrix
+    from pipeline.embed import prompt_vector
+    from pipeline.run import make_cell, run
+    from study.embed import DESIGNED, EMBEDDINGS, write_embeddings
+
+    tasks = ["glyph-kinds", "digit-parity", "shapes"]
+    spec = spec_from_dict(
+        {"name": "e", "backbone": "tiny", "tasks": tasks, "methods": {"coop": {"n_ctx": 2}}, "shots": [2]},
+        where="test",
+    )
+    store = Store(tmp_path / "e")
+    store.create()
+    # one finished single cell: its prompt becomes a prompt row
+    cell = make_cell("coop", "shapes", method_config={"n_ctx": 2}, backbone="tiny", shots=2)
+    result = run(dataclasses.replace(cell, recipe=dataclasses.replace(cell.recipe, epochs=1)))
+    store.write_cell({**result.row(), "study": "e"}, result.prompt_state)
+    n = write_embeddings(spec, store, cache_dir=None)
+
+    emb = pq.read_table(store._path(EMBEDDINGS)).to_pandas()
+    assert len(emb) == n
+    labels = emb[emb.kind == "label"]
+    assert labels.groupby("task").size().to_dict() == {t: len(SUITE[t]["classnames"]) for t in tasks}
+    images = emb[emb.kind == "image"]
+    assert images.groupby("task").size().to_dict() == {t: 2 * len(SUITE[t]["classnames"]) for t in tasks}
+    prompts = emb[emb.kind == "prompt"]
+    assert prompts[["method", "task", "shots", "seed"]].values.tolist() == [["coop", "shapes", 2, 0]]
+    assert np.array_equal(prompts.vector.iloc[0], prompt_vector(result.prompt_state).astype(np.float32))
+
+    designed = pq.read_table(store._path(DESIGNED)).to_pandas()
+    names, visual = similarity_matrix("visual")
+    at = {t: i for i, t in enumerate(names)}
+    vis = designed[designed.kind == "visual"].pivot(index="source", columns="target", values="value")
+    assert vis.shape == (3, 3)
+    for s in tasks:
+        for t in tasks:
+            assert vis.loc[s, t] == pytest.approx(visual[at[s], at[t]])
+    assert (vis.values == vis.values.T).all() and (vis.values.diagonal() == 1).all()
+
+
+def test_designed_similarities_only_for_builtin_tasks(toy_tasks):
+    from study.embed import designed_table
+
+    assert designed_table(["toy-five", "shapes"]) is None
+    assert designed_table(["shapes", "colors"]).num_rows == 2 * 4

@@ -68,7 +68,9 @@ def reference(study_spec, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     done = _cli("run", str(study_spec), "--out", str(out), "--quiet", "--cpus", "2", cache=str(out / "cache"))
     assert done.returncode == 0, done.stderr[-2000:]
-    return _table(out / "small")
+    table = _table(out / "small")
+    table.attrs["folder"] = out / "small"
+    return table
 
 
 def test_dry_run_counts(study_spec, tmp_path):
@@ -81,6 +83,22 @@ def test_dry_run_counts(study_spec, tmp_path):
 def test_uninterrupted_run_is_complete(reference):
     assert len(reference) == N_CELLS and set(reference.status) == {"ok"}
     assert set(reference.stage) == {"zeroshot", "single", "transfer"}
+
+
+def test_finished_study_holds_the_embeddings_of_its_tasks_and_prompts(reference):
+    emb = pd.read_parquet(reference.attrs["folder"] / "_embeddings.parquet")
+    tasks = sorted(reference.target.unique())
+    classes = {t: 3 if t.endswith(("pets", "food")) else 2 for t in tasks}
+    assert emb[emb.kind == "label"].groupby("task").size().to_dict() == classes
+    images = emb[emb.kind == "image"].groupby(["task", "seed"]).size()
+    assert images.to_dict() == {(t, s): 2 * classes[t] for t in tasks for s in (0, 1)}  # 2 shots a class
+    prompts = emb[emb.kind == "prompt"]
+    singles = reference[reference.stage == "single"]
+    assert sorted(map(tuple, prompts[["method", "task", "seed"]].values.tolist())) == sorted(
+        map(tuple, singles[["method", "target", "seed"]].values.tolist())
+    )
+    assert prompts.groupby("method").vector.apply(lambda v: v.map(len).nunique()).eq(1).all()
+    assert not (reference.attrs["folder"] / "_designed.parquet").exists()  # not the built-in suite
 
 
 def test_kill_minus_nine_then_resume_gives_the_same_study(study_spec, reference, tmp_path):
