@@ -171,6 +171,7 @@ def _csv(kind):
 
 
 def _launch(spec, args, source_text: str | None) -> int:
+    from pipeline.clip import backbone_identity, parse_backbone
     from pipeline.run import cell_id
     from study.grid import expand
     from study.launch import check_folder, write_meta
@@ -182,7 +183,8 @@ def _launch(spec, args, source_text: str | None) -> int:
     if "://" not in location:  # trials run in their own working folders: pass them an absolute path
         location = os.path.abspath(location)
     store = Store(location)
-    check_folder(spec, store)
+    backbone_id = backbone_identity(parse_backbone(spec.backbone))
+    check_folder(spec, store, backbone_id)
     status = store.status_of()
     ids = [cell_id(c) for c in grid.cells]
     if args.dry_run:
@@ -197,10 +199,19 @@ def _launch(spec, args, source_text: str | None) -> int:
             print(f"{stage:<10} {method:<9} {n:>7} {done[(stage, method)]:>7} {n - done[(stage, method)]:>7}")
         return 0
     store.create()
-    write_meta(spec, store, grid.counts(), source_text)
+    write_meta(spec, store, grid.counts(), source_text, backbone_id)
+    from study.embed import EMBEDDINGS, write_embeddings
+
+    cache_dir = args.cache_dir or _default_cache()
     if all(status.get(i) == "ok" for i in ids):
+        if not store.has(EMBEDDINGS):
+            write_embeddings(spec, store, cache_dir)
         print(f"study {spec.name}: all {len(ids)} cells already done -> {location}")
         return 0
+    if not store.has(EMBEDDINGS):
+        # before any cell, so a study stopped part-way can still be reported on; this also builds
+        # (pre-trains) the backbone once here rather than in every worker at the same time
+        write_embeddings(spec, store, cache_dir, prompts=False)
     from study.schedule import run_cells
 
     counts = run_cells(
@@ -210,11 +221,12 @@ def _launch(spec, args, source_text: str | None) -> int:
         dataclasses.asdict(spec.resources),
         address=args.address,
         num_cpus=args.cpus,
-        cache_dir=args.cache_dir or _default_cache(),
+        cache_dir=cache_dir,
         show_progress=not args.quiet,
         ids=dict(zip(grid.cells, ids, strict=True)),
         done={i for i in ids if status.get(i) == "ok"},
     )
+    write_embeddings(spec, store, cache_dir)  # now with the learned prompts of the single cells
     ok, failed = counts.get("ok", 0), counts.get("failed", 0)
     print(f"study {spec.name}: {ok} of {len(ids)} cells done, {failed} failed -> {location}")
     if counts.get("failed", 0) or counts.get("missing", 0):

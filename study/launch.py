@@ -84,8 +84,10 @@ def _identity(spec: StudySpec) -> dict:
     return {"backbone": data["backbone"], "recipe": data["recipe"], "methods": data["methods"]}
 
 
-def check_folder(spec: StudySpec, store: Store) -> None:
-    """Refuse a folder that holds another study, or this study with inputs that change identities."""
+def check_folder(spec: StudySpec, store: Store, backbone_id: str | None = None) -> None:
+    """Refuse a folder that holds another study, or this study with inputs that change identities.
+    `backbone_id` is what the spec's backbone resolves to now (a checkpoint's content, the built-in
+    backbone's pre-training key): the same name may name another model after an update."""
     meta = store.meta()
     if meta is None:
         if store.cell_files():
@@ -94,6 +96,13 @@ def check_folder(spec: StudySpec, store: Store) -> None:
     if meta.get("name") != spec.name:
         raise MvlptError(f"{store.location} holds another study ('{meta.get('name')}'); use --out or --name")
     old, new = meta.get("identity", {}), _identity(spec)
+    stored_id = meta.get("backbone_identity")
+    if backbone_id is not None and stored_id is not None and stored_id != backbone_id:
+        raise MvlptError(
+            f"{store.location}: backbone '{spec.backbone}' now resolves to another model than the one "
+            f"this study ran with (its weights or pre-training changed), which would mix two models' "
+            f"cells; use --name NEW for a new study"
+        )
     for key in IDENTITY_FIELDS:
         if key == "methods":
             changed = [
@@ -114,8 +123,16 @@ def check_folder(spec: StudySpec, store: Store) -> None:
             )
 
 
-def write_meta(spec: StudySpec, store: Store, grid_counts: Counter, source_text: str | None) -> None:
+def write_meta(
+    spec: StudySpec,
+    store: Store,
+    grid_counts: Counter,
+    source_text: str | None,
+    backbone_id: str | None = None,
+) -> None:
     meta = store.meta() or {}
+    if backbone_id is not None:
+        meta["backbone_identity"] = backbone_id
     identity = _identity(spec)
     if meta.get("identity"):  # keep configs of methods this launch leaves out
         identity["methods"] = {**meta["identity"].get("methods", {}), **identity["methods"]}

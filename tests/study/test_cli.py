@@ -244,3 +244,6 @@ def test_study_bad_inputs_are_one_line(capsys, tmp_path):
         capsys, ["run", str(_spec(tmp_path / "c.toml")), "--out", out], "holds another study ('someone-else')"
     )
     assert other.meta() == {"name": "someone-else"}
+    # the same study whose backbone now resolves to other weights is refused, not mixed
+    other.write_text("_study.json", '{"name": "s", "backbone_identity": "weights-of-last-year"}')
+    _fails(capsys, ["run", str(_spec(tmp_path / "c.toml")), "--out", out], "now resolves to another model")
