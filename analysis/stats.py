@@ -76,8 +76,12 @@ def _residualise(y: np.ndarray, controls: np.ndarray) -> np.ndarray:
 def partial_spearman(y: np.ndarray, x: np.ndarray, controls: np.ndarray) -> float:
     """Rank-based partial correlation of x with y given the controls (each column ranked first), over
     rows where everything is finite."""
+    if len(y) < 3:
+        return float("nan")
     controls = np.asarray(controls, float).reshape(len(y), -1)
     keep = np.isfinite(y) & np.isfinite(x) & np.isfinite(controls).all(axis=1)
+    if keep.sum() < 3:  # too few pairs (a bootstrap resample of very few tasks): undefined
+        return float("nan")
     ranked = np.column_stack([rankdata(c) for c in controls[keep].T])
     return pearson(_residualise(rankdata(y[keep]), ranked), _residualise(rankdata(x[keep]), ranked))
 

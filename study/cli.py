@@ -280,6 +280,20 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """Write the HTML report of a study folder (figures, tables) and print its summary."""
+    from analysis.report import ReportError, make_report
+    from pipeline.errors import MvlptError
+
+    try:
+        report = make_report(args.dir, out=args.out, n_boot=args.boot)
+    except ReportError as err:  # analysis cannot import pipeline: its input errors become ours here
+        raise MvlptError(str(err)) from err
+    print(report.text)
+    print(f"report written to {report.html} ({len(report.figures)} figures, tables in {report.out})")
+    return 0
+
+
 def _scheduling_flags(p) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print the cell counts and what is done, run nothing"
@@ -349,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="cell counts of a study folder per stage, method and status")
     status.add_argument("dir")
     status.set_defaults(func=cmd_status)
+
+    report = sub.add_parser("report", help="write the HTML report (heatmaps, similarities, statistics)")
+    report.add_argument("dir", help="a study folder")
+    report.add_argument("--out", help="where to write it (default: DIR/_report)")
+    report.add_argument(
+        "--boot", type=int, default=1000, metavar="N", help="bootstrap resamples of tasks (default 1000)"
+    )
+    report.set_defaults(func=cmd_report)
 
     tasks = sub.add_parser("tasks", help="list the built-in suite's tasks and the ELEVATER roster")
     tasks.add_argument("--json", action="store_true")

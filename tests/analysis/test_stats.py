@@ -140,3 +140,11 @@ def test_standardised_regression_scales_by_the_predictors_spread():
     g = square(5 * a, names(n))
     out = regress(g, {"A": square(a, names(n))}, n_boot=20, standardize=True).set_index("term")
     assert out.loc["A", "estimate"] == pytest.approx(5 * a[OFF(n)].std())
+
+
+def test_partial_correlation_of_too_few_pairs_is_undefined_not_a_crash():
+    from analysis.stats import partial_spearman
+
+    y, x, c = np.array([1.0, 2.0]), np.array([2.0, 1.0]), np.array([[0.0], [1.0]])
+    assert np.isnan(partial_spearman(y, x, c))
+    assert np.isnan(partial_spearman(np.array([]), np.array([]), np.zeros((0, 1))))

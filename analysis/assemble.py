@@ -1,0 +1,338 @@
+"""Every number of the study report, computed once from a loaded study folder: cell counts, gains,
+similarities, and per method setting the correlations, partial correlations, regression, ranking
+scores and variance decomposition. Pure tables in, tables out; drawing and HTML live in report.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.decompose import decompose
+from analysis.gains import (
+    SETTING_KEYS,
+    gain_matrix,
+    gain_summary,
+    missing_counts,
+    seed_gains,
+    single_values,
+    task_names,
+    zeroshot_values,
+)
+from analysis.load import (
+    EMBEDDINGS,
+    ReportError,
+    StudyTables,
+    image_arrays,
+    label_arrays,
+    prompt_arrays,
+    prompt_methods,
+)
+from analysis.order import similarity_order, task_order
+from analysis.ranking import ranking_summary
+from analysis.relate import similarity_correlations
+from analysis.similarity import label_best_match, label_similarity, prompt_similarity, visual_similarity
+from analysis.stats import partial_correlations, regress
+from analysis.summary import best_sources, method_summary
+
+STAGES = ("zeroshot", "single", "transfer")
+METHOD_ORDER = ("zeroshot", "coop", "vpt", "upt")
+# similarity key -> (name in text, axis label); the order is the order of tables and panels
+SIMILARITIES = {
+    "designed_visual": ("designed visual", "designed visual similarity (0 to 1)"),
+    "designed_label": ("designed label", "designed label similarity (0 to 1)"),
+    "visual": ("visual", "visual similarity (cosine of mean image embeddings)"),
+    "label": ("label", "label similarity (cosine of mean label embeddings)"),
+    "label_match": ("label best-match", "label best-match similarity (mean best cosine)"),
+    "prompt": ("prompt", "prompt similarity (cosine of learned prompts)"),
+}
+PAIRS = (("visual", "label"), ("designed_visual", "designed_label"))  # partial correlation, regression
+MIN_GAINS = 4  # off-diagonal gains below which no statistic is attempted
+
+Setting = tuple  # (method, mode, shots)
+
+
+@dataclass
+class Analysis:
+    """Every number the report shows, computed once."""
+
+    tables: StudyTables
+    n_boot: int
+    seed: int
+    tasks: list[str]  # the shared heatmap order
+    order_note: str
+    progress: pd.DataFrame
+    nan_cells: int
+    zeroshot: pd.Series
+    singles: pd.DataFrame
+    seed_table: pd.DataFrame
+    summary: pd.DataFrame
+    settings: list[Setting]
+    gains: dict[Setting, pd.DataFrame]
+    shared_sims: dict[str, pd.DataFrame]
+    visual: dict[object, pd.DataFrame]
+    prompt: dict[tuple, pd.DataFrame]
+    notes: list[str] = field(default_factory=list)
+    missing: pd.DataFrame | None = None
+    correlations: pd.DataFrame | None = None
+    partial: pd.DataFrame | None = None
+    regression: pd.DataFrame | None = None
+    ranking: pd.DataFrame | None = None
+    decomposition: pd.DataFrame | None = None
+    best: pd.DataFrame | None = None
+    methods: pd.DataFrame | None = None
+
+    def sims_for(self, method: str, shots) -> dict[str, pd.DataFrame]:
+        """Every similarity that applies to one method setting, in SIMILARITIES order."""
+        found = dict(self.shared_sims)
+        if shots in self.visual:
+            found["visual"] = self.visual[shots]
+        if (method, shots) in self.prompt:
+            found["prompt"] = self.prompt[(method, shots)]
+        return {k: found[k] for k in SIMILARITIES if k in found}
+
+
+def no_embeddings(tables: StudyTables) -> str:
+    """What the report says in place of the similarities that need the embeddings."""
+    unreadable = any(s.name == EMBEDDINGS for s in tables.skipped)
+    why = f"{EMBEDDINGS} unreadable" if unreadable else f"no {EMBEDDINGS}"
+    return f"visual, label and prompt similarities: not computed ({why})"
+
+
+def finite(x) -> bool:
+    try:
+        return x is not None and bool(np.isfinite(float(x)))
+    except (TypeError, ValueError):
+        return False
+
+
+def shots_text(shots) -> str:
+    return f"{int(shots)}" if finite(shots) else "?"
+
+
+def setting_label(setting: Setting) -> str:
+    method, mode, shots = setting
+    return f"{method} {mode} {shots_text(shots)}-shot"
+
+
+def method_key(method) -> tuple:
+    m = str(method)
+    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
+
+
+def stat_row(a: Analysis, setting: Setting, key: str) -> pd.Series | None:
+    c = a.correlations
+    if c is None:
+        return None
+    hit = c[
+        (c["method"] == setting[0])
+        & (c["mode"] == setting[1])
+        & (c["shots"] == setting[2])
+        & (c["similarity"] == key)
+        & (c["kind"] == "gain")
+    ]
+    return hit.iloc[0] if len(hit) else None
+
+
+# --- analysis --------------------------------------------------------------------------------------
+
+
+def progress_table(cells: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """Per stage and method: cells expected by the grid, stored, ok (a finite value), failed, ok but
+    without a finite value ("nan"), and missing (expected but not stored)."""
+    grid = meta.get("grid") if isinstance(meta.get("grid"), dict) else {}
+    ok_status = cells["status"].eq("ok")
+    finite = np.isfinite(cells["value"].to_numpy(float))
+    df = cells.assign(ok=ok_status & finite, failed=~ok_status, nan=ok_status & ~finite)
+    ident = "cell_id" if df["cell_id"].notna().all() else None
+    keys = sorted(
+        {*zip(df["stage"], df["method"], strict=True), *(tuple(k.split("/", 1)) for k in grid if "/" in k)},
+        key=lambda k: (STAGES.index(k[0]) if k[0] in STAGES else 9, method_key(k[1])),
+    )
+    rows = []
+    for stage, method in keys:
+        part = df[(df["stage"] == stage) & (df["method"] == method)]
+        stored = part[ident].nunique() if ident else len(part)
+        expected = grid.get(f"{stage}/{method}")
+        rows.append(
+            {
+                "stage": stage,
+                "method": method,
+                "expected": expected,
+                "stored": stored,
+                "ok": int(part["ok"].sum()),
+                "failed": int(part["failed"].sum()),
+                "nan": int(part["nan"].sum()),
+                "missing": max(int(expected) - stored, 0) if expected is not None else None,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["stage", "method", "expected", "stored", "ok", "failed", "nan", "missing"]
+    )
+
+
+def _study_tasks(tables: StudyTables) -> list[str]:
+    """The study's tasks: the designed similarities' order where they cover them, then by name."""
+    found = task_names(tables.cells[tables.cells["stage"].isin(STAGES)])
+    first = [t for t in (tables.designed.get("visual", pd.DataFrame()).index) if t in found]
+    return first + sorted(t for t in found if t not in first)
+
+
+def _restrict(sim: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
+    keep = [t for t in sim.index if t in set(tasks) and t in sim.columns]
+    return sim.loc[keep, keep].astype(float)
+
+
+def _similarities(a: Analysis, tables: StudyTables, shots_values: Sequence) -> None:
+    """Fill the similarity matrices from the designed table and the embeddings, restricted to the tasks."""
+    for kind, sim in tables.designed.items():
+        if kind in ("visual", "label"):
+            a.shared_sims[f"designed_{kind}"] = _restrict(sim, a.tasks)
+    emb = tables.embeddings
+    if emb is None:
+        a.notes.append(no_embeddings(tables))
+        return
+    labels = {t: x for t, x in label_arrays(emb).items() if t in a.tasks}
+    if len(labels) >= 2:
+        a.shared_sims["label"] = label_similarity(labels)
+        a.shared_sims["label_match"] = label_best_match(labels)
+    for shots in shots_values or [None]:
+        images = {t: x for t, x in image_arrays(emb, shots).items() if t in a.tasks}
+        if len(images) >= 2:
+            a.visual[shots] = visual_similarity(images)
+    methods = sorted({m for m, _, _ in a.settings} | set(a.singles["method"]), key=method_key)
+    for method in [m for m in methods if m in prompt_methods(emb)]:
+        for shots in shots_values or [None]:
+            prompts = {t: x for t, x in prompt_arrays(emb, method, shots).items() if t in a.tasks}
+            if len(prompts) < 2:
+                continue
+            try:
+                a.prompt[(method, shots)] = prompt_similarity(prompts)
+            except ValueError as err:
+                a.notes.append(f"prompt similarity of {method}: not computed ({err})")
+    if not a.visual:
+        a.notes.append(f"visual similarity: not computed (no image rows in {EMBEDDINGS})")
+    if "label" not in a.shared_sims:
+        a.notes.append(f"label similarity: not computed (no label rows in {EMBEDDINGS})")
+
+
+def _trim(gain: pd.DataFrame) -> pd.DataFrame:
+    """The gain matrix without tasks that have no off-diagonal gain at all (they would only thin out
+    the task bootstrap)."""
+    a = gain.to_numpy(float, copy=True)
+    np.fill_diagonal(a, np.nan)
+    keep = np.isfinite(a).any(axis=0) | np.isfinite(a).any(axis=1)
+    return gain.loc[keep, keep]
+
+
+def _setting_statistics(a: Analysis, setting: Setting, parts: dict[str, list]) -> None:
+    method, mode, shots = setting
+    gain = _trim(a.gains[setting])
+    sims = a.sims_for(method, shots)
+    tag = dict(zip(SETTING_KEYS, setting, strict=True))
+    off = gain.to_numpy(float).copy()
+    np.fill_diagonal(off, np.nan)
+    if np.isfinite(off).sum() < MIN_GAINS or len(gain) < 3:
+        n = int(np.isfinite(off).sum())
+        a.notes.append(f"{setting_label(setting)}: too few gains for statistics ({n} off-diagonal)")
+        return
+    d = decompose(gain)
+    parts["decomposition"].append(
+        {**tag, "mean_gain_pts": d.mean, **{f"share_{k}": v for k, v in d.shares.items()}}
+        | {"r2_additive": d.r2_additive, "n_cells": d.n_cells}
+    )
+    # one shared bootstrap per group of similarities that cover the same tasks
+    groups = [
+        [k for k in ("designed_visual", "designed_label") if k in sims],
+        [k for k in ("visual", "label", "label_match") if k in sims],
+        [k for k in ("prompt",) if k in sims],
+    ]
+    for group in filter(None, groups):
+        table = similarity_correlations(gain, {k: sims[k] for k in group}, a.n_boot, a.seed)
+        parts["correlations"].append(table.assign(**tag))
+    for x, y in PAIRS:
+        if x in sims and y in sims:
+            pair = {x: sims[x], y: sims[y]}
+            try:
+                p = partial_correlations(gain, pair, a.n_boot, a.seed)
+                parts["partial"].append(p.assign(controls=[y, x], **tag))
+            except ValueError as err:  # e.g. a singular regression design
+                a.notes.append(f"{setting_label(setting)}: partial correlations not computed ({err})")
+            r = regress(gain, pair, a.n_boot, a.seed, standardize=True)
+            parts["regression"].append(r.assign(predictors=f"{x} + {y}", **tag))
+    if sims:
+        parts["ranking"].append(ranking_summary(gain, sims).assign(**tag))
+
+
+def _offdiag_missing(seed_table: pd.DataFrame) -> pd.DataFrame:
+    off = seed_table[seed_table["source"] != seed_table["target"]]
+    if off.empty:
+        return pd.DataFrame(columns=[*SETTING_KEYS, "expected", "present", "missing"])
+    return missing_counts(off)
+
+
+def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
+    """Compute every table of the report from a loaded study."""
+    cells = tables.cells
+    tasks = _study_tasks(tables)
+    try:
+        zeroshot = zeroshot_values(cells)
+        singles = single_values(cells)
+        seeds = seed_gains(cells, tasks)
+    except ValueError as err:  # e.g. one cell stored with two metrics
+        raise ReportError(f"cannot compute gains from {tables.folder}: {err}") from err
+    summary = gain_summary(seeds, zeroshot)
+    settings = sorted(
+        {tuple(k) for k in summary[SETTING_KEYS].itertuples(index=False)},
+        key=lambda s: (method_key(s[0]), str(s[1]), float(s[2]) if finite(s[2]) else -1.0),
+    )
+    gains = {s: gain_matrix(summary, *s, tasks=tasks) for s in settings}
+    progress = progress_table(cells, tables.meta)
+    a = Analysis(
+        tables=tables,
+        n_boot=n_boot,
+        seed=seed,
+        tasks=tasks,
+        order_note="by name",
+        progress=progress,
+        nan_cells=int(progress["nan"].sum()),
+        zeroshot=zeroshot,
+        singles=singles,
+        seed_table=seeds,
+        summary=summary,
+        settings=settings,
+        gains=gains,
+        shared_sims={},
+        visual={},
+        prompt={},
+    )
+    shots_values = sorted({s[2] for s in settings} | set(singles["shots"].dropna()))
+    _similarities(a, tables, shots_values)
+    if gains:
+        a.tasks = task_order(list(gains.values()), tasks)
+        a.order_note = "average-linkage clustering of the tasks' gain profiles (as source and as target)"
+    elif "visual" in a.shared_sims or a.visual or "designed_visual" in a.shared_sims:
+        sim = next(iter(a.visual.values())) if a.visual else a.shared_sims["designed_visual"]
+        a.tasks = similarity_order(sim) + [t for t in tasks if t not in sim.index]
+        a.order_note = "average-linkage clustering of the visual similarity (no gains yet)"
+    a.gains = {s: g.reindex(index=a.tasks, columns=a.tasks) for s, g in gains.items()}
+    parts: dict[str, list] = {
+        k: [] for k in ("correlations", "partial", "regression", "ranking", "decomposition")
+    }
+    for setting in settings:
+        _setting_statistics(a, setting, parts)
+    a.correlations = pd.concat(parts["correlations"], ignore_index=True) if parts["correlations"] else None
+    a.partial = pd.concat(parts["partial"], ignore_index=True) if parts["partial"] else None
+    a.regression = pd.concat(parts["regression"], ignore_index=True) if parts["regression"] else None
+    a.ranking = pd.concat(parts["ranking"], ignore_index=True) if parts["ranking"] else None
+    a.decomposition = pd.DataFrame(parts["decomposition"]) if parts["decomposition"] else None
+    a.missing = _offdiag_missing(seeds)
+    a.best = best_sources(summary)
+    methods = method_summary(summary, singles, zeroshot, a.correlations)
+    rank = methods["method"].map(lambda m: method_key(m)[0])
+    a.methods = (
+        methods.assign(_rank=rank).sort_values(["_rank", "method"], kind="stable").drop(columns="_rank")
+    )
+    return a

@@ -1,0 +1,121 @@
+"""Matplotlib drawing for the report: annotated task x task heatmaps and gain-vs-similarity scatter
+panels, each returned as a Figure (Agg, no pyplot state) and saved as PNG. matplotlib is imported
+inside the functions: it is a heavy import that `mvlpt --help` should not pay for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DPI = 100
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One scatter panel: x and y values, a title and axis labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+    title: str
+    xlabel: str
+    ylabel: str
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _text_colour(cmap, norm, value: float) -> str:
+    """Black or white, whichever reads better on the cell's colour."""
+    r, g, b, _ = cmap(norm(value))
+    return "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
+
+
+def heatmap(
+    matrix: pd.DataFrame,
+    *,
+    title: str,
+    cbar_label: str,
+    xlabel: str,
+    ylabel: str,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    digits: int = 1,
+    outline_diagonal: bool = False,
+    extend: str = "neither",
+):
+    """An annotated heatmap of a DataFrame (rows top to bottom, columns left to right). NaN cells stay
+    blank over a hatched background, so a missing value never looks like a small one. Values beyond
+    vmin / vmax take the end colours (`extend` draws the colour bar's arrows for that)."""
+    import matplotlib as mpl
+    from matplotlib.patches import Rectangle
+
+    values = matrix.to_numpy(float)
+    n_rows, n_cols = values.shape
+    fig = new_figure(3.4 + 0.52 * n_cols, 2.4 + 0.46 * n_rows)
+    ax = fig.add_subplot()
+    colours = mpl.colormaps[cmap].with_extremes(bad=(0, 0, 0, 0))  # transparent: the hatching shows
+    ax.add_patch(
+        Rectangle(
+            (-0.5, -0.5), n_cols, n_rows, facecolor="white", edgecolor="0.65", hatch="///", lw=0, zorder=0
+        )
+    )
+    im = ax.imshow(
+        np.ma.masked_invalid(values), cmap=colours, vmin=vmin, vmax=vmax, zorder=1, interpolation="nearest"
+    )
+    size = 10 if max(n_rows, n_cols) <= 8 else 8.5 if max(n_rows, n_cols) <= 14 else 7
+    for i, j in zip(*np.nonzero(np.isfinite(values)), strict=True):
+        colour = _text_colour(colours, im.norm, values[i, j])
+        text = ax.text(
+            j, i, f"{values[i, j]:.{digits}f}", ha="center", va="center", fontsize=size, color=colour
+        )
+        text.set_in_layout(False)  # inside the axes anyway; measuring 400 texts doubles the layout time
+    if outline_diagonal:
+        for i in range(min(n_rows, n_cols)):
+            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.0, zorder=3))
+    ax.set_xticks(range(n_cols), [str(c) for c in matrix.columns], rotation=45, ha="right")
+    ax.set_yticks(range(n_rows), [str(r) for r in matrix.index])
+    ax.tick_params(labelsize=size + 1)
+    ax.set_xlim(-0.5, n_cols - 0.5)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.set_title(title, fontsize=12)
+    fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02, extend=extend).set_label(cbar_label, fontsize=10)
+    return fig
+
+
+def scatter_grid(panels: Sequence[Panel], title: str, ncols: int = 3):
+    """Scatter panels side by side, each with a zero line and its least-squares line (when x varies)."""
+    n = len(panels)
+    cols = min(ncols, n)
+    rows = -(-n // cols)
+    fig = new_figure(5.0 * cols, 4.2 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, p in zip(axes, panels, strict=False):
+        x, y = np.asarray(p.x, float), np.asarray(p.y, float)
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.scatter(x, y, s=14, alpha=0.6, color="tab:blue", edgecolors="none")
+        if len(x) >= 3 and np.ptp(x) > 0:
+            slope, intercept = np.polyfit(x, y, 1)
+            ends = np.array([x.min(), x.max()])
+            ax.plot(ends, intercept + slope * ends, color="tab:red", lw=1.5)
+        ax.set_title(p.title, fontsize=10)
+        ax.set_xlabel(p.xlabel, fontsize=9)
+        ax.set_ylabel(p.ylabel, fontsize=9)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=12)
+    return fig

@@ -1,0 +1,207 @@
+"""Read a study folder into pandas without the kernel: cell rows, metadata, embeddings, designed similarities.
+
+A study folder holds one `<cell_id>.parquet` per cell (names starting with '.' or '_' are not cells),
+`_study.json` (its metadata), and optionally `_embeddings.parquet` (image, label and prompt
+embeddings, long format) and `_designed.parquet` (the built-in suite's designed similarities). A cell
+file that cannot be read is skipped and named, never fatal: one torn file must not hide a study.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+STUDY_JSON = "_study.json"
+EMBEDDINGS = "_embeddings.parquet"
+DESIGNED = "_designed.parquet"
+# what a row needs to count as a cell; the store writes more (SPEC 7), the report reads these
+CELL_COLUMNS = ("stage", "method", "target", "value", "status")
+OPTIONAL_COLUMNS = ("study", "cell_id", "mode", "backbone", "source", "shots", "seed", "metric", "error")
+EMBEDDING_COLUMNS = ("kind", "method", "task", "shots", "seed", "item", "vector")
+DESIGNED_COLUMNS = ("kind", "source", "target", "value")
+
+
+class ReportError(ValueError):
+    """Input the report cannot work from (no folder, not a study, no cells); str(err) is one line."""
+
+
+class SkippedFile(NamedTuple):
+    """A file of the study folder that could not be read, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    """Everything the report reads from a study folder. `embeddings` is None when the folder has no
+    (readable) `_embeddings.parquet`; `designed` maps a kind ("visual", "label") to a square task x
+    task DataFrame (sources as rows), empty when the folder has no designed similarities."""
+
+    folder: Path
+    meta: dict
+    cells: pd.DataFrame
+    skipped: tuple[SkippedFile, ...] = ()
+    embeddings: pd.DataFrame | None = None
+    designed: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        if self.meta.get("name"):
+            return str(self.meta["name"])
+        studies = self.cells["study"].dropna().unique() if "study" in self.cells else []
+        return str(studies[0]) if len(studies) == 1 else self.folder.name
+
+    @property
+    def backbone(self) -> str | None:
+        spec = self.meta.get("spec")
+        if isinstance(spec, dict) and spec.get("backbone"):
+            return str(spec["backbone"])
+        found = sorted(self.cells["backbone"].dropna().unique()) if "backbone" in self.cells else []
+        return ", ".join(map(str, found)) or None
+
+
+def _read_parquet(path: Path, required: tuple[str, ...]) -> tuple[pa.Table | None, str | None]:
+    """(table, None) or (None, why it cannot be used)."""
+    try:
+        table = pq.ParquetFile(path).read()
+    except Exception as err:  # a torn or foreign file: pyarrow raises ArrowInvalid, OSError and others
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return None, f"unreadable: {first}"
+    lacking = [c for c in required if c not in table.column_names]
+    if lacking:
+        return None, f"not a result file: no column {', '.join(lacking)}"
+    return table, None
+
+
+def _concat(tables: list[pa.Table]) -> pd.DataFrame:
+    try:
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # schemas that arrow will not unify (an older writer)
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def read_cells(folder: Path) -> tuple[pd.DataFrame, tuple[SkippedFile, ...]]:
+    """All cell rows of a folder, read file by file; unreadable files are skipped and returned."""
+    names = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.endswith(".parquet") and not p.name.startswith((".", "_")) and p.is_file()
+    )
+    tables, skipped = [], []
+    for name in names:
+        table, why = _read_parquet(folder / name, CELL_COLUMNS)
+        if table is None:
+            log.warning("skipped %s: %s", name, why)
+            skipped.append(SkippedFile(name, why))
+        elif table.num_rows:
+            tables.append(table)
+    cells = _concat(tables) if tables else pd.DataFrame(columns=[*CELL_COLUMNS, *OPTIONAL_COLUMNS])
+    for col in OPTIONAL_COLUMNS:
+        if col not in cells:
+            cells[col] = None
+    cells["value"] = pd.to_numeric(cells["value"], errors="coerce").astype(float)
+    return cells, tuple(skipped)
+
+
+def read_meta(folder: Path) -> dict:
+    path = folder / STUDY_JSON
+    if not path.is_file():
+        raise ReportError(f"not a study folder (no {STUDY_JSON}): {folder}")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"unreadable {STUDY_JSON} in {folder}: {err}") from err
+    if not isinstance(meta, dict):
+        raise ReportError(f"{folder / STUDY_JSON} is not a JSON object")
+    return meta
+
+
+def _square(part: pd.DataFrame) -> pd.DataFrame:
+    names = list(dict.fromkeys([*part["source"], *part["target"]]))
+    m = part.pivot_table(index="source", columns="target", values="value", aggfunc="mean")
+    m = m.reindex(index=names, columns=names).astype(float)
+    m.index.name, m.columns.name = "source", "target"
+    return m
+
+
+def load_study(folder: str | Path) -> StudyTables:
+    """Read a study folder. Raises ReportError when the folder is missing or is not a study; a study
+    without cells is returned as it is (the report decides what to say)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ReportError(f"no such folder: {folder}")
+    if not folder.is_dir():
+        raise ReportError(f"not a folder: {folder}")
+    meta = read_meta(folder)
+    cells, skipped = read_cells(folder)
+    skipped = list(skipped)
+    embeddings = None
+    if (folder / EMBEDDINGS).is_file():
+        table, why = _read_parquet(folder / EMBEDDINGS, ("kind", "task", "vector"))
+        if table is None:
+            skipped.append(SkippedFile(EMBEDDINGS, why))
+        else:
+            embeddings = table.to_pandas()
+            for col in EMBEDDING_COLUMNS:
+                if col not in embeddings:
+                    embeddings[col] = None
+    designed = {}
+    if (folder / DESIGNED).is_file():
+        table, why = _read_parquet(folder / DESIGNED, DESIGNED_COLUMNS)
+        if table is None:
+            skipped.append(SkippedFile(DESIGNED, why))
+        else:
+            df = table.to_pandas()
+            designed = {str(k): _square(part) for k, part in df.groupby("kind", sort=False)}
+    return StudyTables(folder, meta, cells, tuple(skipped), embeddings, designed)
+
+
+# --- embeddings as arrays by task ------------------------------------------------------------------
+
+
+def _rows(embeddings: pd.DataFrame, kind: str, method: str | None = None, shots=None) -> pd.DataFrame:
+    part = embeddings[embeddings["kind"] == kind]
+    if method is not None:
+        part = part[part["method"] == method]
+    if shots is not None and (part["shots"] == shots).any():
+        part = part[part["shots"] == shots]
+    return part
+
+
+def _stack(part: pd.DataFrame) -> np.ndarray:
+    return np.stack([np.asarray(v, dtype=float) for v in part["vector"]])
+
+
+def image_arrays(embeddings: pd.DataFrame, shots=None) -> dict[str, np.ndarray]:
+    """task -> (images, d) raw image embeddings: the K-shot images of `shots` when the table has them,
+    else every image row of the task (all shots and seeds pooled)."""
+    part = _rows(embeddings, "image", shots=shots)
+    return {str(t): _stack(p) for t, p in part.groupby("task", sort=False)}
+
+
+def label_arrays(embeddings: pd.DataFrame) -> dict[str, np.ndarray]:
+    """task -> (classes, d) text embeddings of its class names, one row per class."""
+    part = _rows(embeddings, "label").drop_duplicates(["task", "item"])
+    return {str(t): _stack(p) for t, p in part.groupby("task", sort=False)}
+
+
+def prompt_arrays(embeddings: pd.DataFrame, method: str, shots=None) -> dict[str, np.ndarray]:
+    """task -> the method's learned prompt of the task's single runs, averaged over seeds."""
+    part = _rows(embeddings, "prompt", method=method, shots=shots)
+    return {str(t): _stack(p).mean(axis=0) for t, p in part.groupby("task", sort=False)}
+
+
+def prompt_methods(embeddings: pd.DataFrame) -> list[str]:
+    return [str(m) for m in dict.fromkeys(embeddings.loc[embeddings["kind"] == "prompt", "method"].dropna())]
