@@ -23,20 +23,25 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 ARCH = "mvlpt-small"
-PRETRAIN_VERSION = 5  # bump when the training code changes what a recipe produces
+PRETRAIN_VERSION = 8  # bump when the training code changes what a recipe produces
 
 
 @dataclass(frozen=True)
 class PretrainRecipe:
     """How the small CLIP is pre-trained (AdamW for dense weights, SparseAdam for token embeddings)."""
 
-    steps: int = 1000
+    steps: int = 1300
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 60
     grouped_every: int = 2  # every n-th batch is built from hard-negative groups
     group_size: int = 16
+    # Factor batches (see suite.FACTOR_BATCHES): every n-th batch, and all of the first steps,
+    # so that position, count, shape and glyphs are in the image features before the text side
+    # settles on what it can already see (colour, background).
+    factor_every: int = 3
+    factor_steps: int = 700
     seed: int = 0
 
 
@@ -133,12 +138,27 @@ def _loss(model, images: torch.Tensor, tokens: torch.Tensor, same: torch.Tensor)
     )
 
 
+def _factor_loss(model, images: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Images against the distinct captions of a factor batch, with the text side frozen.
+
+    Trained from both sides, such a batch collapses: while the image tower cannot yet tell the
+    values apart, the loss is lowest with every caption mapped to one vector, and then nothing
+    is left for the image tower to learn from (seen: position at chance after 200 steps, text
+    cosines at 1.0). Held fixed, the captions act as class prototypes (0.86 after 200 steps).
+    """
+    img = F.normalize(model.encode_image(images), dim=-1)  # (B, E)
+    with torch.no_grad():
+        txt = F.normalize(model.encode_text(tokens), dim=-1)  # (U, E), one per distinct caption
+    logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (B, U)
+    return F.cross_entropy(logits, labels)
+
+
 def pretrain(recipe: PretrainRecipe) -> dict:
     """Train the small CLIP from its seeded init on fresh generated pairs; returns its state_dict."""
     from tqdm import tqdm
 
     from pipeline.clip import create_trainable
-    from pipeline.data.suite import training_pairs
+    from pipeline.data.suite import factor_pairs, training_pairs
 
     model, tokenizer = create_trainable(ARCH, recipe.seed)
     torch.manual_seed(recipe.seed)
@@ -150,15 +170,25 @@ def pretrain(recipe: PretrainRecipe) -> dict:
     for step in bar:
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([recipe.seed, step])))
         grouped = recipe.grouped_every > 0 and step % recipe.grouped_every == recipe.grouped_every - 1
-        pixels, captions = training_pairs(rng, recipe.batch_size, recipe.group_size if grouped else 0)
+        factor = step < recipe.factor_steps or (
+            recipe.factor_every > 0 and step % recipe.factor_every == recipe.factor_every - 1
+        )
+        if factor:
+            pixels, captions = factor_pairs(rng, recipe.batch_size)
+        else:
+            pixels, captions = training_pairs(rng, recipe.batch_size, recipe.group_size if grouped else 0)
         images = (torch.from_numpy(pixels).float() / 255 - mean) / std  # (B, 3, 32, 32)
-        tokens = tokenizer(captions)  # (B, L)
-        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
         for opt in optims:
             for group in opt.param_groups:
                 group["lr"] = _lr(recipe, step)
             opt.zero_grad(set_to_none=True)
-        loss = _loss(model, images, tokens, same)
+        if factor:
+            distinct = sorted(set(captions))
+            labels = torch.tensor([distinct.index(c) for c in captions])
+            loss = _factor_loss(model, images, tokenizer(distinct), labels)
+        else:
+            same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+            loss = _loss(model, images, tokenizer(captions), same)
         loss.backward()
         for opt in optims:
             opt.step()

@@ -794,6 +794,46 @@ GROUPS = {
 _KINDS = ("object", "object", "glyph", "pattern", "multi")
 
 
+def _char_name(s: dict) -> str:
+    return NUMBERS[int(s["char"])] if s["char"] in DIGITS else f"letter {s['char']}"
+
+
+# Factor batches: every caption of the batch names one factor's value in the same words, so the
+# images that share a value are positives of each other and the loss can only be lowered by
+# telling the values apart; everything else in the scenes varies freely. Colour batches keep the
+# tower from learning to ignore colour, which varies freely in all the others.
+# name -> (kind, constraints, the phrase naming the factor's value)
+FACTOR_BATCHES = {
+    "shape": ("object", {"count": (1,), "size": ("medium", "large")}, lambda s: s["shape"]),
+    "region": ("object", {"count": (1,), "size": ("small", "medium")}, lambda s: s["region"]),
+    "count": ("object", {"size": ("small",), "count": (1, 2, 3, 4, 5)}, lambda s: NUMBERS[s["count"]]),
+    "size": ("object", {"count": (1,), "region": ("center",)}, lambda s: s["size"]),
+    "texture": ("object", {"count": (1,), "size": ("large",), "region": ("center",)}, lambda s: s["texture"]),
+    "char": ("glyph", {}, _char_name),
+    "color": ("object", {"count": (1,)}, lambda s: s["color"]),
+    "pattern": ("pattern", {}, lambda s: s["pattern"]),
+    "orientation": ("pattern", {"pattern": ("striped",)}, lambda s: s["orientation"]),
+}
+# On plain backgrounds: behind clutter a small object's position or shape is too weak a signal
+# for a tower that has not learned it yet (seen: chance after 200 steps, against 0.86 on plain).
+for _kind, _extra, _ in FACTOR_BATCHES.values():
+    if _kind != "pattern":
+        _extra["bg"] = ("plain",)
+
+
+# position, count and glyph identity are the slowest to come in: drawn twice as often
+_FACTOR_DRAW = (*FACTOR_BATCHES, "region", "count", "char")
+
+
+def factor_pairs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
+    """n (image, caption) pairs whose captions all name the value of one randomly chosen factor."""
+    kind, extra, phrase = FACTOR_BATCHES[_pick(rng, _FACTOR_DRAW)]
+    template = _pick(rng, _FOCUS)
+    scenes = [sample_scene(rng, kind, extra) for _ in range(n)]
+    images = np.stack([render(rng, s) for s in scenes])
+    return images, [template.format(w=phrase(s)) for s in scenes]
+
+
 def training_pairs(rng: np.random.Generator, n: int, group_size: int = 0) -> tuple[np.ndarray, list[str]]:
     """n (image, caption) pairs: independent scenes, or hard-negative groups of `group_size`."""
     scenes = []

@@ -124,3 +124,34 @@ def test_complete_captions_name_every_factor_of_an_object():
         text = suite.caption(rng, scene, 0.0, complete=True)
         for factor in ("region", "size", "color", "shape"):
             assert scene[factor] in text, (factor, text)
+
+
+def test_factor_batches_name_one_factor_in_one_template():
+    rng = np.random.Generator(np.random.PCG64(3))
+    for _ in range(20):
+        images, captions = suite.factor_pairs(rng, 32)
+        assert images.shape == (32, 3, 32, 32)
+        stems = {c.replace(w, "{w}") for c in captions for w in [c.rstrip(".").split(": ")[-1]]}
+        assert len(stems) <= 2  # one template ("{w}." may be read either way), the value varies
+        assert not any("photo" in c for c in captions)
+    # a region batch: every caption names the region of its own image
+    kind, extra, phrase = suite.FACTOR_BATCHES["region"]
+    scene = suite.sample_scene(rng, kind, extra)
+    assert phrase(scene) == scene["region"] and scene["bg"] == "plain"
+
+
+def test_factor_loss_leaves_the_text_tower_alone():
+    import torch
+
+    from pipeline.clip import create_trainable
+    from pipeline.pretrain import _factor_loss
+
+    model, tokenizer = create_trainable("mvlpt-small", 0)
+    rng = np.random.Generator(np.random.PCG64(5))
+    images, captions = suite.factor_pairs(rng, 8)
+    distinct = sorted(set(captions))
+    labels = torch.tensor([distinct.index(c) for c in captions])
+    _factor_loss(model, torch.from_numpy(images).float() / 255, tokenizer(distinct), labels).backward()
+    text = [p for n, p in model.named_parameters() if not n.startswith("visual") and n != "logit_scale"]
+    assert all(p.grad is None for p in text)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.visual.parameters())
