@@ -14,13 +14,11 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis.load import DESIGNED, EMBEDDINGS  # the names the report reads them under
 from study.spec import StudySpec
 from study.store import Store
 
 log = logging.getLogger(__name__)
-
-EMBEDDINGS = "_embeddings.parquet"
-DESIGNED = "_designed.parquet"
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

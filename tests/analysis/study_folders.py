@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.embed import SCHEMA as EMBEDDING_SCHEMA  # the format the kernel writes
 from study.store import Store
 
 TASKS = ["a", "b", "c", "d"]
@@ -74,19 +75,6 @@ def toy_rows(methods=("coop", "vpt"), transfers: bool = True) -> list[dict]:
                 g = 0.0 if i == j else gain_pts(method, i, j)
                 rows.append(cell("transfer", method, t, SINGLE + g / 100, source=s, mode="joint"))
     return rows
-
-
-EMBEDDING_SCHEMA = pa.schema(
-    [
-        ("kind", pa.string()),
-        ("method", pa.string()),
-        ("task", pa.string()),
-        ("shots", pa.int64()),
-        ("seed", pa.int64()),
-        ("item", pa.string()),
-        ("vector", pa.list_(pa.float32())),
-    ]
-)
 
 
 def embedding_rows(methods=("coop", "vpt"), dim: int = 8) -> list[dict]:
