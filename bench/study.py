@@ -1,6 +1,6 @@
 """Study throughput, the same cells four ways: in-process loop, Ray Tune, a Pool, a process per cell.
 
-    python bench/study.py [--spec default] [--methods coop] [--cells 60] [--workers 2]
+    python bench/study.py [--spec default] [--methods coop] [--cells 200] [--workers 2]
 
 - in-process: one Python process, a plain loop over run(cell) (one core);
 - ray: `study.schedule.run_cells` on a local Ray instance with --workers CPUs (start-up timed apart);
@@ -94,11 +94,15 @@ def way_ray(cells, location: str, workers: int, study: str) -> tuple[float, floa
 
     ray = start_ray(None, workers)
     startup = time.perf_counter() - start
+    from pipeline.run import cell_id
     from study.store import Store
 
+    # as `mvlpt run` does, the cell ids come from planning the grid (what is done, what to run),
+    # which the other ways skip: they run the list without looking at a store
+    ids = {cell: cell_id(cell) for cell in cells}
     Store(location).create()
     start = time.perf_counter()
-    run_cells(study, location, [list(cells)], {"cpu": 1}, show_progress=False)
+    run_cells(study, location, [list(cells)], {"cpu": 1}, show_progress=False, ids=ids, done=set())
     elapsed = time.perf_counter() - start
     ray.shutdown()
     return elapsed, startup
@@ -147,7 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="default")
     parser.add_argument("--methods", default="coop")
-    parser.add_argument("--cells", type=int, default=60)
+    parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--skip-per-cell", action="store_true", help="leave out the slow process-per-cell way"

@@ -165,6 +165,8 @@ def start_ray(address: str | None, num_cpus: int | None):
 
     from pipeline.errors import MvlptError
 
+    from ray import tune  # noqa: F401 - imported here so that its cost counts as start-up
+
     if ray.is_initialized():
         return ray
     if address and "://" not in address and address != "auto":
