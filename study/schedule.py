@@ -207,7 +207,11 @@ def run_cells(
     cluster = ray.cluster_resources()
     cpu, gpu = float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))
     if gpu > 0 and cluster.get("GPU", 0) == 0:
-        log.warning("no GPU in the Ray cluster: running trials on CPU instead of %.2f GPU each", gpu)
+        # expected on a laptop (the default spec asks for a GPU where there is one); worth a
+        # warning only on a cluster the user pointed us to
+        (log.warning if address else log.info)(
+            "no GPU in the Ray cluster: running trials on CPU instead of %.2f GPU each", gpu
+        )
         gpu = 0.0
     device = "cuda" if gpu > 0 else "cpu"
     slots = max(1, int(cluster.get("CPU", 1) // cpu))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import write_folder
 
@@ -32,6 +33,9 @@ n_tokens = 2
 [recipe]
 epochs = 1
 lr = 0.05
+[resources]
+cpu = 1
+gpu = 0.25
 """
 N_CELLS = 3 + 2 * 3 * 2 + 2 * 9 * 2
 
@@ -83,6 +87,12 @@ def test_dry_run_counts(study_spec, tmp_path):
 def test_uninterrupted_run_is_complete(reference):
     assert len(reference) == N_CELLS and set(reference.status) == {"ok"}
     assert set(reference.stage) == {"zeroshot", "single", "transfer"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
+def test_gpu_trials_fall_back_to_cpu_without_a_gpu(reference):
+    # the spec asks for 0.25 GPU a trial: without one the study still runs, every cell on the CPU
+    assert set(reference.device) == {"cpu"}
 
 
 def test_finished_study_holds_the_embeddings_of_its_tasks_and_prompts(reference):
