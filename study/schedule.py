@@ -162,10 +162,9 @@ def start_ray(address: str | None, num_cpus: int | None):
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     import ray
+    from ray import tune  # noqa: F401 - imported here so that its cost counts as start-up
 
     from pipeline.errors import MvlptError
-
-    from ray import tune  # noqa: F401 - imported here so that its cost counts as start-up
 
     if ray.is_initialized():
         return ray
