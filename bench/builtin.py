@@ -1,6 +1,10 @@
 """Prints issue 3's figures for the built-in suite: pre-training, zero-shot, headroom, transfer structure.
 
-Usage: PYTHONPATH=. python bench/builtin.py [--sections pretrain,zeroshot,headroom,transfer] [--threads 2]
+Usage: PYTHONPATH=. python bench/builtin.py [--threads 2]
+         [--sections pretrain,zeroshot,probe,headroom,transfer]
+
+probe: a linear classifier on the frozen image features of the headroom cells' shots, the ceiling
+that a text-side prompt (CoOp) cannot pass.
 """
 
 from __future__ import annotations
@@ -95,6 +99,48 @@ def section_zeroshot(backbone: str) -> dict[str, float]:
     return values
 
 
+def section_probe(backbone: str, zs: dict[str, float], args) -> None:
+    """The ceiling the frozen features set: a linear classifier on the same K shots as the cells."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.clip import load_backbone
+    from pipeline.data import few_shot
+    from pipeline.data.suite import SUITE, suite_task
+    from pipeline.features import FeatureCache
+    from pipeline.loop import loss_fn, score
+
+    bb, cache = load_backbone(backbone), FeatureCache()
+    print(
+        f"\n## linear probe on the frozen image features, {args.shots} shots, seed 0 "
+        "(the features' ceiling)\n"
+        f"{'task':20s} {'zero-shot':>9s} {'probe':>6s} {'gain':>6s}"
+    )
+    gains = []
+    for name in SUITE:
+        task = suite_task(name)
+        labels = task.source.labels("train")
+        sample = few_shot(labels, task.classnames, args.shots, 0, name)
+        x = F.normalize(cache.features(bb, task, "train", sample.train), dim=-1)
+        test = task.source.labels("test")
+        x_test = F.normalize(cache.features(bb, task, "test", np.arange(len(test))), dim=-1)
+        y = torch.as_tensor(labels[sample.train])
+        torch.manual_seed(0)
+        head = torch.nn.Linear(x.shape[1], task.num_classes)
+        optim = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
+        for _ in range(300):  # full batch: the sample is at most a few hundred images
+            loss = loss_fn(head(10 * x), y)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        with torch.no_grad():
+            value = score(task.metric, head(10 * x_test), test)
+        gains.append(value - zs[name])
+        print(f"{name:20s} {zs[name]:9.3f} {value:6.3f} {100 * gains[-1]:+6.1f}")
+    g = np.array(gains)
+    print(f"probe beats zero-shot on {(g > 0).sum()}/20 tasks, by {100 * g.mean():+.2f} points on average")
+
+
 def section_headroom(backbone: str, zs: dict[str, float], args) -> None:
     from pipeline.data.suite import SUITE
     from pipeline.run import make_cell, run
@@ -161,7 +207,7 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sections", default="pretrain,zeroshot,headroom,transfer")
+    p.add_argument("--sections", default="pretrain,zeroshot,probe,headroom,transfer")
     p.add_argument("--methods", default="coop,vpt,upt")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fresh", action="store_true", help="time a pre-training into a new temporary cache")
@@ -181,7 +227,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     backbone = section_pretrain(args)
-    zs = section_zeroshot(backbone) if sections & {"zeroshot", "headroom", "transfer"} else {}
+    zs = section_zeroshot(backbone) if sections & {"zeroshot", "probe", "headroom", "transfer"} else {}
+    if "probe" in sections:
+        section_probe(backbone, zs, args)
     if "headroom" in sections:
         section_headroom(backbone, zs, args)
     if "transfer" in sections:

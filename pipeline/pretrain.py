@@ -30,7 +30,7 @@ PRETRAIN_VERSION = 8  # bump when the training code changes what a recipe produc
 class PretrainRecipe:
     """How the small CLIP is pre-trained (AdamW for dense weights, SparseAdam for token embeddings)."""
 
-    steps: int = 1300
+    steps: int = 1550
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -41,7 +41,7 @@ class PretrainRecipe:
     # so that position, count, shape and glyphs are in the image features before the text side
     # settles on what it can already see (colour, background).
     factor_every: int = 3
-    factor_steps: int = 700
+    factor_steps: int = 830
     seed: int = 0
 
 
