@@ -113,6 +113,17 @@ def test_a_torn_temporary_file_is_invisible(tmp_path):
     assert len(pd.read_parquet(tmp_path / "s")) == 1 and store.done() == {"a"}
 
 
+def test_a_damaged_cell_file_is_named_when_the_store_is_read(tmp_path):
+    store = Store(tmp_path / "s")
+    store.create()
+    for cid in ("a", "b"):
+        store.write_cell(_row(cid))
+    assert store.status_of() == {"a": "ok", "b": "ok"}
+    (tmp_path / "s" / "0badc0ffee.parquet").write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(MvlptError, match=r"unreadable result file .*0badc0ffee\.parquet"):
+        store.status_of()
+
+
 def test_unwritable_folder_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
