@@ -10,24 +10,19 @@ that a text-side prompt (CoOp) cannot pass.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
+import tomllib
+from pathlib import Path
 
 import numpy as np
 
-# Several processes with spinning OpenMP threads on 2 shared cores slow each other 10x or more.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-# The built-in backbone's default prompt-tuning setup (what the default spec carries for it).
-METHOD_CONFIGS = {
-    "coop": {"n_ctx": 4, "init": "a photo of a"},
-    "vpt": {"n_tokens": 4, "deep": True},
-    "upt": {},
-}
-RECIPE = dict(
-    epochs=10, lr=0.2, momentum=0.9, weight_decay=5e-4, batch_size=32, warmup_epochs=1, warmup_lr=1e-3
-)
+# The built-in backbone's prompt-tuning setup, as the default spec configures it.
+_DEFAULT_SPEC = tomllib.loads((Path(__file__).parents[1] / "study" / "specs" / "default.toml").read_text())
+METHOD_CONFIGS = _DEFAULT_SPEC["methods"]
+RECIPE = _DEFAULT_SPEC["recipe"]
 
 
 def recipe(args):
@@ -41,6 +36,9 @@ def recipe(args):
             if v is not None
         }
     )
+    for item in args.recipe:
+        key, _, value = item.partition("=")
+        kw[key] = json.loads(value)
     return Recipe(**kw)
 
 
@@ -218,7 +216,20 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE", help="e.g. warmup_epochs=0")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="override a method's config, e.g. vpt.n_tokens=8 (repeatable)",
+    )
     args = p.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        method, _, field = key.partition(".")
+        typed = value[:1] in "0123456789-tf["  # numbers, booleans and lists; anything else is text
+        METHOD_CONFIGS.setdefault(method, {})[field] = json.loads(value) if typed else value
     args.methods = args.methods.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     sections = set(args.sections.split(","))

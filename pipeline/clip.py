@@ -222,12 +222,21 @@ class Backbone:
         return self.encode_text_embedded(self.embed_tokens(tokens), self.pool_index(tokens))
 
     # ---- images -----------------------------------------------------------------------------
-    def encode_image(self, images: torch.Tensor, prompts: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def encode_image(
+        self,
+        images: torch.Tensor,
+        prompts: list[torch.Tensor] | None = None,
+        gates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, 3, H, W) -> (B, E). `prompts[i]` (P, Dv) replaces the prompt tokens before layer i.
 
         prompts[0] is inserted after the class token before ln_pre; a later entry overwrites the
         P tokens after the class token at the input of its layer (deep VPT). None entries beyond 0
         keep the previous layer's prompt outputs. With no prompts this equals model.encode_image.
+
+        With `gates` (one per layer), the prompts are not put in the sequence: at layer i the
+        image tokens attend to prompts[i] in an attention of their own whose output is added
+        scaled by tanh(gates[i]), so gates at zero leave the tower exactly as it was.
         """
         v = self.model.visual
         if not self.is_vit:
@@ -239,6 +248,8 @@ class Backbone:
         cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)  # (B, 1+g*g, Dv)
         x = v.patch_dropout(x)
+        if gates is not None:
+            return self._gated_tower(x, prompts, gates)
         n_prompt = 0
         if prompts:
             p0 = prompts[0].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, P, Dv)
@@ -253,14 +264,46 @@ class Backbone:
             x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
         if n_prompt and v.pool_type == "avg":
             x = torch.cat([x[:, :1], x[:, 1 + n_prompt :]], dim=1)  # pool over patches only
+        return self._project(x)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.model.visual
         pooled, _ = v._pool(x)
         if v.proj is not None:
             pooled = pooled @ v.proj
         return pooled
 
+    def _gated_tower(self, x: torch.Tensor, prompts: list[torch.Tensor], gates: torch.Tensor) -> torch.Tensor:
+        """The image tower with deep prompts reached through zero-initialisable gated attention."""
+        v = self.model.visual
+        blocks = v.transformer.resblocks
+        if len(prompts) != len(blocks) or len(gates) != len(blocks):
+            raise MvlptError(f"gated visual prompts need one prompt and one gate per layer ({len(blocks)})")
+        x = v.ln_pre(x)  # (B, L, Dv)
+        batch = x.shape[0]
+        for block, p, gate in zip(blocks, prompts, gates, strict=True):
+            attn = block.attn
+            dim, heads = attn.embed_dim, attn.num_heads
+            w, b = attn.in_proj_weight, attn.in_proj_bias
+            q, k, val = (_heads(t, heads, batch) for t in F.linear(block.ln_1(x), w, b).split(dim, dim=-1))
+            # the prompts' keys and values once, not once per image
+            pk, pv = F.linear(block.ln_1(p.to(x.dtype)), w[dim:], b[dim:]).split(dim, dim=-1)  # (P, Dv)
+            own = F.scaled_dot_product_attention(q, k, val)
+            extra = F.scaled_dot_product_attention(q, _heads(pk, heads, batch), _heads(pv, heads, batch))
+            mixed = (own + torch.tanh(gate).to(x.dtype) * extra).transpose(1, 2).flatten(2)  # (B, L, Dv)
+            x = x + block.ls_1(attn.out_proj(mixed))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        return self._project(x)
+
     # ---- preprocessing ----------------------------------------------------------------------
     def preprocess_cfg_key(self) -> str:
         return json.dumps(self.preprocess_cfg, sort_keys=True, default=str)
+
+
+def _heads(t: torch.Tensor, heads: int, batch: int) -> torch.Tensor:
+    """(B, N, D) or (N, D) -> (B, H, N, D/H), the layout scaled_dot_product_attention takes."""
+    t = t.unflatten(-1, (heads, t.shape[-1] // heads)).transpose(-3, -2)
+    return t.expand(batch, -1, -1, -1)
 
 
 class Preprocess:

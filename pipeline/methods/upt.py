@@ -17,7 +17,7 @@ from torch import nn
 from pipeline.clip import Backbone
 from pipeline.errors import MvlptError
 from pipeline.methods.state import check_state, make_state
-from pipeline.methods.text import ContextPrompts
+from pipeline.methods.text import ContextPrompts, init_context
 
 VARIANTS = ("attend", "independent")
 
@@ -30,6 +30,11 @@ class UPTConfig:
     layers: int = 1
     heads: int = 1
     variant: str = "attend"
+    # Words whose token embeddings the text context starts from ("a photo of a"): the generated
+    # context is added to them through an output projection that starts at zero.
+    init: str = ""
+    # Visual tokens reached through gated attention with the gates at zero (see VPTConfig.gated).
+    gated: bool = False
 
 
 class UPT(nn.Module):
@@ -64,6 +69,13 @@ class UPT(nn.Module):
             self.mixer = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
             self.proj_text = nn.Linear(w, dt)
             self.proj_visual = nn.Linear(w, dv)
+            self.gates = nn.Parameter(torch.zeros(self.depth)) if config.gated else None
+        base = torch.zeros(config.n_text, dt)
+        if config.init:  # the prompts start as the init words: the text offset starts at zero
+            base = init_context(backbone, config.n_text, config.init, generator)
+            nn.init.zeros_(self.proj_text.weight)
+            nn.init.zeros_(self.proj_text.bias)
+        self.register_buffer("text_base", base)
         self.to(backbone.device)
         self.prompts = ContextPrompts(backbone, classnames, config.n_text, "end")
 
@@ -75,14 +87,16 @@ class UPT(nn.Module):
         else:
             h = self.mixer(h.unsqueeze(1))[:, 0]  # Nt sequences of one token each
         n = self.config.n_text
-        text = self.proj_text(h[:n])
+        text = self.text_base + self.proj_text(h[:n])
         visual = self.proj_visual(h[n:]).view(self.depth, self.config.n_visual, -1)
         return text, visual
 
     def _features(self, x: torch.Tensor | None):
         text_ctx, visual = self._generate()
         cls = self.prompts.features(text_ctx)
-        img = None if x is None else F.normalize(self.backbone.encode_image(x, list(visual)).float(), dim=-1)
+        if x is None:
+            return None, cls
+        img = F.normalize(self.backbone.encode_image(x, list(visual), self.gates).float(), dim=-1)
         return img, cls
 
     def class_features(self) -> torch.Tensor:

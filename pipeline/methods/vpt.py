@@ -20,6 +20,10 @@ class VPTConfig:
     n_tokens: int = 16
     deep: bool = True  # a fresh set of tokens replaces the previous ones at every layer
     template: str = "a photo of a {}."
+    # Gated (deep only): each layer's image tokens reach its prompts through an attention of
+    # their own, added through tanh(gate) with the gate at zero, so tuning starts from zero-shot
+    # rather than from a tower that random prompts have already moved.
+    gated: bool = False
 
 
 class VPT(nn.Module):
@@ -33,26 +37,34 @@ class VPT(nn.Module):
         if config.n_tokens < 1:
             raise MvlptError(f"vpt: n_tokens must be at least 1, got {config.n_tokens}")
         self.backbone = backbone
+        if config.gated and not config.deep:
+            raise MvlptError("vpt: gated prompts are deep prompts (set deep = true)")
         depth = backbone.vision_layers if config.deep else 1
         # VPT's init: U(-v, v) with v = sqrt(6 / (3 * patch^2 + width)), Xavier over the patch fan-in
         v = math.sqrt(6.0 / (3 * backbone.patch_size**2 + backbone.vision_width))
         tokens = torch.rand(depth, config.n_tokens, backbone.vision_width, generator=generator) * 2 * v - v
         self.tokens = nn.Parameter(tokens.to(backbone.device))  # (depth, P, Dv)
+        self.gates = nn.Parameter(torch.zeros(depth, device=backbone.device)) if config.gated else None
         self.register_buffer("text", template_features(backbone, classnames, config.template))
 
     def class_features(self) -> torch.Tensor:
         return self.text  # (C, E)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.backbone.encode_image(x, list(self.tokens)).float(), dim=-1)
+        return F.normalize(self.backbone.encode_image(x, list(self.tokens), self.gates).float(), dim=-1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.logit_scale * self.image_features(x) @ self.class_features().T  # (B, C)
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"tokens": self.tokens} | ({"gates": self.gates} if self.gates is not None else {})
+
     def prompt_state(self) -> dict:
-        return make_state(self.name, {"tokens": self.tokens})
+        return make_state(self.name, self._tensors())
 
     def load_prompt_state(self, state: dict) -> None:
-        tensors = check_state(state, self.name, {"tokens": self.tokens.shape})
+        own = self._tensors()
+        tensors = check_state(state, self.name, {k: v.shape for k, v in own.items()})
         with torch.no_grad():
-            self.tokens.copy_(tensors["tokens"])
+            for k, p in own.items():
+                p.copy_(tensors[k])

@@ -117,3 +117,35 @@ def test_method_configs_reject_unknown_keys_and_bad_values():
         method_config("vpt", {"n_tokens": "many"})
     with pytest.raises(MvlptError, match="unknown method 'lora'"):
         method_config("lora", {})
+
+
+@pytest.mark.parametrize(
+    "name, config",
+    [("vpt", {"n_tokens": 4, "gated": True}), ("upt", {"gated": True, "init": "a photo of a"})],
+)
+def test_gated_prompts_start_at_zero_shot_and_tune_away_from_it(name, config, tiny):
+    images = torch.rand(6, 3, 32, 32)
+    zero_shot = build_method("zeroshot", tiny, THREE)
+    method = build_method(name, tiny, THREE, config, seed=3)
+
+    def gap() -> float:
+        with torch.no_grad():
+            return (method.logits(images) - zero_shot.logits(tiny.encode_image(images))).abs().max().item()
+
+    start = gap()
+    assert start < 1e-4  # gates at zero (and UPT's text offset at zero): the zero-shot model
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    train(method, images, y, images, y.numpy(), "accuracy", Recipe(epochs=3, lr=0.1, warmup_epochs=0), seed=0)
+    state = method.prompt_state()["tensors"]
+    assert state["gates"].abs().min() > 0  # every layer's gate opened
+    assert gap() > 10 * max(start, 1e-5)  # and the prompts moved the model away from zero-shot
+    again = build_method(name, tiny, ["dog", "cat"], config, seed=9)
+    again.load_prompt_state(method.prompt_state())  # gates travel with the prompts
+    assert torch.equal(again.prompt_state()["tensors"]["gates"], state["gates"])
+
+
+def test_gated_image_prompts_are_deep_prompts(tiny):
+    with pytest.raises(MvlptError, match="vpt: gated prompts are deep prompts"):
+        build_method("vpt", tiny, THREE, {"gated": True, "deep": False})
+    with pytest.raises(MvlptError, match="one prompt and one gate per layer"):
+        tiny.encode_image(torch.rand(1, 3, 32, 32), [torch.zeros(2, tiny.vision_width)], torch.zeros(1))
