@@ -178,12 +178,19 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
     from pipeline.run import make_cell, run
 
     rec = recipe(args)
-    print(f"\n## joint transfer at {args.target_shots} shots (source and target), recipe {rec}")
+    similar, dissimilar = args.similar or SIMILAR_PAIRS, args.dissimilar or DISSIMILAR_PAIRS
+    print(
+        f"\n## joint transfer at {args.target_shots} shots (source and target), recipe {rec}\n"
+        f"similar pairs {similar}\ndissimilar pairs {dissimilar}"
+    )
+    for name in {t for pair in (*similar, *dissimilar) for t in pair} - set(zs):
+        suite_task(name)
+        zs[name] = run(make_cell("zeroshot", name, backbone=backbone)).value
     for method in args.methods:
         cfg = METHOD_CONFIGS[method]
         for seed in args.seeds:
             base, gains = {}, {"similar": [], "dissimilar": []}
-            for kind, pairs in (("similar", SIMILAR_PAIRS), ("dissimilar", DISSIMILAR_PAIRS)):
+            for kind, pairs in (("similar", similar), ("dissimilar", dissimilar)):
                 for source, target in pairs:
                     suite_task(source), suite_task(target)
                     cell = dict(
@@ -216,6 +223,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--similar", help="transfer pairs SOURCE:TARGET,... (default: the suite's SIMILAR_PAIRS)")
+    p.add_argument("--dissimilar", help="transfer pairs SOURCE:TARGET,... (default: DISSIMILAR_PAIRS)")
     p.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE", help="e.g. warmup_epochs=0")
     p.add_argument(
         "--set",
@@ -230,6 +239,9 @@ def main() -> None:
         method, _, field = key.partition(".")
         typed = value[:1] in "0123456789-tf["  # numbers, booleans and lists; anything else is text
         METHOD_CONFIGS.setdefault(method, {})[field] = json.loads(value) if typed else value
+    for kind in ("similar", "dissimilar"):
+        text = getattr(args, kind)
+        setattr(args, kind, tuple(tuple(p.split(":")) for p in text.split(",")) if text else None)
     args.methods = args.methods.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     sections = set(args.sections.split(","))
