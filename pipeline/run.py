@@ -23,6 +23,9 @@ from pipeline.loop import Recipe
 STAGES = ("zeroshot", "single", "transfer")
 MODES = ("init", "joint")
 IDENTITY_VERSION = 1
+# Method options added after identity version 1: left out of a cell's identity while at their
+# default, so that cells of studies begun before them keep their ids (and are not run again).
+LATER_OPTIONS = {"vpt": {"gated": False}, "upt": {"init": "", "gated": False}}
 
 
 @dataclass(frozen=True)
@@ -89,16 +92,25 @@ def dependencies(cell: Cell) -> list[Cell]:
     ]
 
 
+def _identity_config(cell: Cell) -> dict:
+    from pipeline.methods import method_config
+
+    config = dataclasses.asdict(method_config(cell.method, cell.config))
+    for key, default in LATER_OPTIONS.get(cell.method, {}).items():
+        if config.get(key) == default:
+            del config[key]
+    return config
+
+
 def cell_id(cell: Cell) -> str:
     """Content hash of everything that determines the cell's result, its dependencies included."""
     from pipeline.clip import backbone_identity, parse_backbone
     from pipeline.data import resolve_task
-    from pipeline.methods import method_config
 
     payload = {
         "v": IDENTITY_VERSION,
         "method": cell.method,
-        "config": dataclasses.asdict(method_config(cell.method, cell.config)),
+        "config": _identity_config(cell),
         "backbone": backbone_identity(parse_backbone(cell.backbone)),
         "stage": cell.stage,
         "target": resolve_task(cell.target).identity,

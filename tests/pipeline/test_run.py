@@ -154,3 +154,25 @@ def test_joint_diagonal_equals_the_single_run(toy_tasks):
     )
     assert diagonal.value == single.value and diagonal.n_train == single.n_train
     assert diagonal.cell_id != single.cell_id  # still its own cell of the grid
+
+
+def test_cells_without_the_later_options_keep_the_ids_they_had_before_them(toy_tasks):
+    # ids computed before VPT and UPT had `gated` (and UPT `init`): a study begun then must find
+    # its cells done, not run them again
+    recipe = Recipe(epochs=2, lr=0.05, warmup_epochs=0)
+    pinned = {("vpt", (("n_tokens", 4),)): "4a3538574091e2ca3973", ("upt", ()): "8bde5dfc909e3571569e"}
+    for (method, config), expected in pinned.items():
+        cell = make_cell(
+            method,
+            "toy-three",
+            source="toy-five",
+            mode="joint",
+            shots=2,
+            seed=0,
+            recipe=recipe,
+            method_config=dict(config),
+        )
+        assert cell_id(cell) == expected
+        spelled = dataclasses.replace(cell, method_config=(*config, ("gated", False)))
+        assert cell_id(spelled) == expected
+        assert cell_id(dataclasses.replace(cell, method_config=(*config, ("gated", True)))) != expected
