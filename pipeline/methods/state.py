@@ -37,6 +37,15 @@ def check_state(state, method: str, expected: dict[str, torch.Size]) -> dict[str
     return tensors
 
 
+def load_parameters(module: torch.nn.Module, state, method: str) -> None:
+    """Copy a state into the module's own parameters, after checking it holds exactly them."""
+    own = dict(module.named_parameters())
+    tensors = check_state(state, method, {k: v.shape for k, v in own.items()})
+    with torch.no_grad():
+        for key, param in own.items():
+            param.copy_(tensors[key])
+
+
 def average_states(states: list[dict]) -> dict:
     """The element-wise mean of prompt states of one method (e.g. over seeds)."""
     if not states:

@@ -16,7 +16,7 @@ from torch import nn
 
 from pipeline.clip import Backbone
 from pipeline.errors import MvlptError
-from pipeline.methods.state import check_state, make_state
+from pipeline.methods.state import load_parameters, make_state
 from pipeline.methods.text import ContextPrompts, init_context
 
 VARIANTS = ("attend", "independent")
@@ -113,8 +113,4 @@ class UPT(nn.Module):
         return make_state(self.name, dict(self.named_parameters()))
 
     def load_prompt_state(self, state: dict) -> None:
-        own = dict(self.named_parameters())
-        tensors = check_state(state, self.name, {k: v.shape for k, v in own.items()})
-        with torch.no_grad():
-            for k, p in own.items():
-                p.copy_(tensors[k])
+        load_parameters(self, state, self.name)

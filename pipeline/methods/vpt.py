@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.clip import Backbone
 from pipeline.errors import MvlptError
-from pipeline.methods.state import check_state, make_state
+from pipeline.methods.state import load_parameters, make_state
 from pipeline.methods.text import template_features
 
 
@@ -56,15 +56,8 @@ class VPT(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.logit_scale * self.image_features(x) @ self.class_features().T  # (B, C)
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"tokens": self.tokens} | ({"gates": self.gates} if self.gates is not None else {})
-
     def prompt_state(self) -> dict:
-        return make_state(self.name, self._tensors())
+        return make_state(self.name, dict(self.named_parameters()))  # tokens (and gates)
 
     def load_prompt_state(self, state: dict) -> None:
-        own = self._tensors()
-        tensors = check_state(state, self.name, {k: v.shape for k, v in own.items()})
-        with torch.no_grad():
-            for k, p in own.items():
-                p.copy_(tensors[k])
+        load_parameters(self, state, self.name)
