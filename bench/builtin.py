@@ -38,8 +38,16 @@ def recipe(args):
     )
     for item in args.recipe:
         key, _, value = item.partition("=")
-        kw[key] = json.loads(value)
+        kw[key] = _value(value)
     return Recipe(**kw)
+
+
+def _value(text: str):
+    """A command-line value: JSON where it parses (numbers, true/false, lists), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def section_pretrain(args) -> str:
@@ -237,8 +245,7 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         method, _, field = key.partition(".")
-        typed = value[:1] in "0123456789-tf["  # numbers, booleans and lists; anything else is text
-        METHOD_CONFIGS.setdefault(method, {})[field] = json.loads(value) if typed else value
+        METHOD_CONFIGS.setdefault(method, {})[field] = _value(value)
     for kind in ("similar", "dissimilar"):
         text = getattr(args, kind)
         setattr(args, kind, tuple(tuple(p.split(":")) for p in text.split(",")) if text else None)
