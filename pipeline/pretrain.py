@@ -53,8 +53,8 @@ def default_recipe() -> PretrainRecipe:
 
 
 def cache_dir() -> Path:
-    """$MVLPT_CACHE, else ~/.cache/mvlpt."""
-    return Path(os.environ.get("MVLPT_CACHE", Path.home() / ".cache" / "mvlpt"))
+    """$MVLPT_CACHE (when set and not empty), else ~/.cache/mvlpt."""
+    return Path(os.environ.get("MVLPT_CACHE") or Path.home() / ".cache" / "mvlpt")
 
 
 def model_config() -> dict:
