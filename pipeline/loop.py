@@ -29,10 +29,15 @@ class Recipe:
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
     precision: str = "auto"
+    # At least this many optimizer steps: a small training set runs more epochs (as the CoOp paper
+    # gives fewer shots more epochs), so a 4-shot task of 6 classes is not tuned in 10 steps.
+    min_steps: int = 0
 
     def __post_init__(self):
         if self.epochs < 0:
             raise MvlptError(f"recipe: epochs must be non-negative, got {self.epochs}")
+        if self.min_steps < 0:
+            raise MvlptError(f"recipe: min_steps must be non-negative, got {self.min_steps}")
         if self.batch_size < 1:
             raise MvlptError(f"recipe: batch_size must be at least 1, got {self.batch_size}")
         if self.lr < 0 or self.warmup_lr < 0 or self.weight_decay < 0:
@@ -41,11 +46,20 @@ class Recipe:
             raise MvlptError(f"recipe: unknown precision '{self.precision}' (known: {', '.join(PRECISIONS)})")
 
 
-def lr_at(recipe: Recipe, epoch: int) -> float:
+def epochs_for(recipe: Recipe, n: int) -> int:
+    """Epochs to run over n training inputs: recipe.epochs, more if that is under min_steps steps."""
+    if recipe.epochs == 0:
+        return 0
+    per_epoch = max(1, math.ceil(n / recipe.batch_size))
+    return max(recipe.epochs, math.ceil(recipe.min_steps / per_epoch))
+
+
+def lr_at(recipe: Recipe, epoch: int, epochs: int | None = None) -> float:
     """Constant warm-up lr for the first warm-up epochs, then cosine from lr to 0 over all epochs."""
-    if epoch < recipe.warmup_epochs and recipe.epochs > recipe.warmup_epochs:
+    epochs = recipe.epochs if epochs is None else epochs
+    if epoch < recipe.warmup_epochs and epochs > recipe.warmup_epochs:
         return recipe.warmup_lr
-    return 0.5 * recipe.lr * (1 + math.cos(math.pi * epoch / max(recipe.epochs, 1)))
+    return 0.5 * recipe.lr * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -211,14 +225,15 @@ def train(
 
     best_val, best_loss = validate()
     best_state, best_epoch, history = copy.deepcopy(method.prompt_state()), -1, []
-    if not params or recipe.epochs == 0:
+    epochs = epochs_for(recipe, len(inputs))
+    if not params or epochs == 0:
         return Trained(best_state, -1, 0, best_val, history)
     optim = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     order_rng = torch.Generator().manual_seed(seed)
     method.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         for group in optim.param_groups:
-            group["lr"] = lr_at(recipe, epoch)
+            group["lr"] = lr_at(recipe, epoch, epochs)
         perm = torch.randperm(len(inputs), generator=order_rng)
         for i in range(0, len(perm), recipe.batch_size):
             idx = perm[i : i + recipe.batch_size].to(device)
@@ -241,4 +256,4 @@ def train(
         if (val, -val_loss) >= (best_val, -best_loss) or math.isnan(best_val):
             best_val, best_loss, best_epoch = val, val_loss, epoch
             best_state = copy.deepcopy(method.prompt_state())
-    return Trained(best_state, best_epoch, recipe.epochs, best_val, history)
+    return Trained(best_state, best_epoch, epochs, best_val, history)

@@ -26,6 +26,7 @@ IDENTITY_VERSION = 1
 # Method options added after identity version 1: left out of a cell's identity while at their
 # default, so that cells of studies begun before them keep their ids (and are not run again).
 LATER_OPTIONS = {"vpt": {"gated": False}, "upt": {"init": "", "gated": False}}
+LATER_RECIPE = {"min_steps": 0}  # the same, for recipe fields
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,11 @@ def cell_id(cell: Cell) -> str:
         "metric": cell.metric,
     }
     if cell.stage != "zeroshot":  # zero-shot reads the whole test split: no sample, no training
-        payload.update(shots=cell.shots, seed=cell.seed, recipe=dataclasses.asdict(cell.recipe))
+        recipe = dataclasses.asdict(cell.recipe)
+        for key, default in LATER_RECIPE.items():
+            if recipe[key] == default:
+                del recipe[key]
+        payload.update(shots=cell.shots, seed=cell.seed, recipe=recipe)
     if cell.stage == "transfer":
         payload.update(mode=cell.mode, source=resolve_task(cell.source).identity)
         payload["depends_on"] = [cell_id(d) for d in dependencies(cell)]

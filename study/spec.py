@@ -24,6 +24,7 @@ RECIPE_KEYS = {
     "warmup_epochs": int,
     "warmup_lr": float,
     "precision": str,
+    "min_steps": int,
 }
 
 

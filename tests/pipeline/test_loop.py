@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.errors import MvlptError
-from pipeline.loop import Recipe, loss_fn, lr_at, score, train
+from pipeline.loop import Recipe, epochs_for, loss_fn, lr_at, score, train
 from pipeline.methods import build_method
 
 
@@ -47,6 +47,22 @@ def test_warmup_then_cosine():
     assert lr_at(r, 5) == pytest.approx(0.001)
     assert lr_at(r, 9) == pytest.approx(0.5 * 0.002 * (1 + math.cos(math.pi * 0.9)))
     assert lr_at(Recipe(epochs=1), 0) == pytest.approx(0.002)  # no room for warm-up: train at lr
+
+
+def test_min_steps_gives_a_small_training_set_more_epochs(tiny):
+    r = Recipe(epochs=10, batch_size=32, min_steps=40)
+    assert epochs_for(r, 24) == 40  # one step an epoch
+    assert epochs_for(r, 96) == 14  # three steps an epoch: ceil(40 / 3)
+    assert epochs_for(r, 640) == 10  # 20 steps an epoch: the recipe's epochs already pass 40 steps
+    assert epochs_for(Recipe(epochs=0, min_steps=40), 24) == 0  # no tuning stays no tuning
+    assert lr_at(r, 20, 40) == pytest.approx(0.5 * r.lr)  # the cosine spans the epochs that run
+    method = build_method("coop", tiny, ["a", "b"], {"n_ctx": 2}, seed=0)
+    x = tiny.encode_image(torch.rand(8, 3, 32, 32))
+    y = torch.tensor([0, 1] * 4)
+    out = train(method, x, y, x, y.numpy(), "accuracy", Recipe(epochs=2, batch_size=4, min_steps=10), seed=0)
+    assert out.epochs_run == len(out.history) == 5
+    with pytest.raises(MvlptError, match="min_steps"):
+        Recipe(min_steps=-1)
 
 
 def test_multilabel_loss_is_cross_entropy_on_the_positive_set():

@@ -176,3 +176,6 @@ def test_cells_without_the_later_options_keep_the_ids_they_had_before_them(toy_t
         spelled = dataclasses.replace(cell, method_config=(*config, ("gated", False)))
         assert cell_id(spelled) == expected
         assert cell_id(dataclasses.replace(cell, method_config=(*config, ("gated", True)))) != expected
+        # the same for the recipe's later field min_steps
+        assert cell_id(dataclasses.replace(cell, recipe=dataclasses.replace(recipe, min_steps=0))) == expected
+        assert cell_id(dataclasses.replace(cell, recipe=dataclasses.replace(recipe, min_steps=5))) != expected
