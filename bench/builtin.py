@@ -226,7 +226,7 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="time a pre-training into a new temporary cache")
     p.add_argument("--cache", default=None, help="cache dir (default $MVLPT_CACHE or ~/.cache/mvlpt)")
     p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--target-shots", type=int, default=2)
+    p.add_argument("--target-shots", type=int, default=4)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)

@@ -97,6 +97,7 @@ _YY, _XX = np.mgrid[0:SIZE, 0:SIZE]
 _COL8 = tuple(COLORS)
 _BG6 = ("gray", "white", "black", "red", "green", "blue")
 _SHAPE6 = ("circle", "square", "triangle", "diamond", "ring", "plus")
+_COL5 = ("red", "green", "blue", "yellow", "white")
 _CLUTTER = ("noisy", "grid")
 SUITE: dict[str, dict] = {
     "shapes": dict(
@@ -153,15 +154,6 @@ SUITE: dict[str, dict] = {
         metric="accuracy",
         domain="objects/plain",
     ),
-    "positions-clutter": dict(
-        kind="object",
-        label=("region",),
-        values=CORNERS,
-        classnames=CORNERS,
-        fixed={"bg": _CLUTTER, "size": ("small", "medium"), "count": (1,)},
-        metric="accuracy",
-        domain="objects/clutter",
-    ),
     "counts": dict(
         kind="object",
         label=("count",),
@@ -189,30 +181,12 @@ SUITE: dict[str, dict] = {
         metric="accuracy",
         domain="glyphs",
     ),
-    "digits-clutter": dict(
-        kind="glyph",
-        label=("char",),
-        values=DIGITS,
-        classnames=NUMBERS,
-        fixed={"bg": _CLUTTER, "char": DIGITS},
-        metric="mean_per_class",
-        domain="glyphs/clutter",
-    ),
     "letters": dict(
         kind="glyph",
         label=("char",),
         values=LETTERS,
         classnames=tuple(f"letter {c}" for c in LETTERS),
         fixed={"bg": ("plain", "gradient"), "char": LETTERS},
-        metric="accuracy",
-        domain="glyphs",
-    ),
-    "digit-parity": dict(
-        kind="glyph",
-        label=("parity",),
-        values=("even", "odd"),
-        classnames=("even", "odd"),
-        fixed={"bg": ("plain",), "char": DIGITS},
         metric="accuracy",
         domain="glyphs",
     ),
@@ -234,15 +208,6 @@ SUITE: dict[str, dict] = {
         metric="accuracy",
         domain="patterns",
     ),
-    "stripe-orientation": dict(
-        kind="pattern",
-        label=("orientation",),
-        values=ORIENTATIONS,
-        classnames=ORIENTATIONS,
-        fixed={"pattern": ("striped",)},
-        metric="accuracy",
-        domain="patterns",
-    ),
     "object-textures": dict(
         kind="object",
         label=("texture",),
@@ -261,14 +226,50 @@ SUITE: dict[str, dict] = {
         metric="accuracy",
         domain="objects/backgrounds",
     ),
+    "backgrounds-clutter": dict(
+        kind="object",
+        label=("bgcolor",),
+        values=_BG6,
+        classnames=tuple(f"{c} background" for c in _BG6),
+        fixed={"bg": ("gradient", "grid")},
+        metric="accuracy",
+        domain="objects/clutter",
+    ),
+    "glyph-backgrounds": dict(
+        kind="glyph",
+        label=("bgcolor",),
+        values=_BG6,
+        classnames=tuple(f"{c} background" for c in _BG6),
+        fixed={"bg": ("plain", "noisy")},
+        metric="accuracy",
+        domain="glyphs",
+    ),
+    "pattern-backgrounds": dict(
+        kind="pattern",
+        label=("bgcolor",),
+        values=_BG6,
+        classnames=tuple(f"{c} background" for c in _BG6),
+        fixed={},
+        metric="mean_per_class",
+        domain="patterns",
+    ),
     "shape-colors": dict(
         kind="object",
         label=("shape", "color"),
-        values=tuple((s, c) for c in ("red", "green", "blue", "yellow", "white") for s in SHAPES),
-        classnames=tuple(f"{c} {s}" for c in ("red", "green", "blue", "yellow", "white") for s in SHAPES),
+        values=tuple((s, c) for c in _COL5 for s in _SHAPE6),
+        classnames=tuple(f"{c} {s}" for c in _COL5 for s in _SHAPE6),
         fixed={"bg": ("plain",), "size": ("medium", "large"), "count": (1,), "texture": ("solid",)},
         metric="mean_per_class",
         domain="objects/plain",
+    ),
+    "shape-colors-clutter": dict(
+        kind="object",
+        label=("shape", "color"),
+        values=tuple((s, c) for c in _COL5 for s in _SHAPE6),
+        classnames=tuple(f"{c} {s}" for c in _COL5 for s in _SHAPE6),
+        fixed={"bg": _CLUTTER, "size": ("medium", "large"), "count": (1,), "texture": ("solid",)},
+        metric="mean_per_class",
+        domain="objects/clutter",
     ),
     "shape-scenes": dict(
         kind="multi",
@@ -281,21 +282,23 @@ SUITE: dict[str, dict] = {
     ),
 }
 
-# Pairs (source, target) used to check transfer structure: same labelled factor and class names,
-# different backgrounds (similar) vs nothing shared (dissimilar); the same five targets in both.
+# Pairs (source, target) used to check transfer structure. Similar: a source labelling the same
+# factor with the same class names in another domain (a background colour under glyphs, patterns,
+# clutter; colour-shapes on clutter). Dissimilar: a source sharing neither factor nor words with
+# the same five targets.
 SIMILAR_PAIRS = (
-    ("shapes-clutter", "shapes"),
-    ("digits-clutter", "digits"),
-    ("counts-clutter", "counts"),
-    ("positions-clutter", "positions"),
-    ("glyph-colors", "colors"),
+    ("glyph-backgrounds", "backgrounds"),
+    ("backgrounds", "glyph-backgrounds"),
+    ("backgrounds", "backgrounds-clutter"),
+    ("backgrounds-clutter", "pattern-backgrounds"),
+    ("shape-colors-clutter", "shape-colors"),
 )
 DISSIMILAR_PAIRS = (
-    ("stripe-orientation", "shapes"),
-    ("backgrounds", "digits"),
-    ("textures", "counts"),
-    ("glyph-kinds", "positions"),
-    ("letters", "colors"),
+    ("textures", "backgrounds"),
+    ("counts-clutter", "glyph-backgrounds"),
+    ("letters", "backgrounds-clutter"),
+    ("shapes", "pattern-backgrounds"),
+    ("digits", "shape-colors"),
 )
 
 
@@ -518,9 +521,7 @@ def _class_fixed(spec: dict, value) -> dict:
     """The allowed factor values for images of one class of a task."""
     fixed = {k: tuple(v) for k, v in spec["fixed"].items()}
     label = spec["label"]
-    if label == ("parity",):
-        fixed["char"] = tuple(c for c in DIGITS if (int(c) % 2 == 1) == (value == "odd"))
-    elif label == ("glyph",):
+    if label == ("glyph",):
         fixed["char"] = DIGITS if value == "digit" else LETTERS
     elif spec["kind"] != "multi":
         values = value if isinstance(value, tuple) else (value,)
@@ -730,7 +731,7 @@ def _jaccard(a: set, b: set) -> float:
 
 
 def _labelled_factors(spec: dict) -> set:
-    return {"char" if f in ("parity", "glyph") else f for f in spec["label"]}
+    return {"char" if f == "glyph" else f for f in spec["label"]}
 
 
 def visual_similarity(a: str, b: str) -> float:

@@ -218,7 +218,7 @@ def test_cell_defaults_to_the_builtin_backbone(capsys):
     assert "found in the cache" in capsys.readouterr().out
 
 
-def _spec(path, name="s", tasks='["glyph-kinds", "digit-parity"]'):
+def _spec(path, name="s", tasks='["glyph-kinds", "sizes"]'):
     path.write_text(
         f'name = "{name}"\nbackbone = "tiny"\ntasks = {tasks}\nstages = ["zeroshot"]\n[methods.coop]\n'
     )

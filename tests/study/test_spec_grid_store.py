@@ -152,6 +152,9 @@ def test_shipped_default_spec_is_the_full_builtin_grid():
     counts = expand(spec).counts()
     assert {m for _, m in counts} == {"zeroshot", "coop", "vpt", "upt"}
     assert all(counts[("transfer", m)] == 400 for m in ("coop", "vpt", "upt"))
+    # the recipe for the small backbone reaches every cell, its step floor included
+    recipes = {c.recipe for c in expand(spec).cells if c.stage != "zeroshot"}
+    assert len(recipes) == 1 and recipes.pop().min_steps == 40
 
 
 def test_a_full_disk_loses_nothing_already_stored(tmp_path, monkeypatch):
@@ -228,7 +231,7 @@ def test_study_embeddings_and_designed_similarities_are_written_beside_the_cells
     from pipeline.run import make_cell, run
     from study.embed import DESIGNED, EMBEDDINGS, write_embeddings
 
-    tasks = ["glyph-kinds", "digit-parity", "shapes"]
+    tasks = ["glyph-kinds", "sizes", "shapes"]
     spec = spec_from_dict(
         {"name": "e", "backbone": "tiny", "tasks": tasks, "methods": {"coop": {"n_ctx": 2}}, "shots": [2]},
         where="test",
