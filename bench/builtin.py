@@ -214,7 +214,8 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
                 f"{method} seed {seed}: similar {sim:+6.2f} dissimilar {dis:+6.2f} diff {sim - dis:+6.2f} "
                 f"(target >= 2)  | per pair sim {np.round(100 * np.array(gains['similar']), 1)} "
                 f"dis {np.round(100 * np.array(gains['dissimilar']), 1)} | worst baseline - zero-shot "
-                f"{100 * floor:+.2f}"
+                f"{100 * floor:+.2f} | baselines - zero-shot "
+                + " ".join(f"{t} {100 * (base[t] - zs[t]):+.1f}" for t in base)
             )
 
 
