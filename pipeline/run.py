@@ -96,11 +96,14 @@ def dependencies(cell: Cell) -> list[Cell]:
 def _identity_config(cell: Cell) -> dict:
     from pipeline.methods import method_config
 
-    config = dataclasses.asdict(method_config(cell.method, cell.config))
-    for key, default in LATER_OPTIONS.get(cell.method, {}).items():
-        if config.get(key) == default:
-            del config[key]
-    return config
+    return _without_later(
+        dataclasses.asdict(method_config(cell.method, cell.config)), LATER_OPTIONS.get(cell.method, {})
+    )
+
+
+def _without_later(fields: dict, later: dict) -> dict:
+    """`fields` less those added after identity version 1 that are at their defaults (`later`)."""
+    return {k: v for k, v in fields.items() if k not in later or v != later[k]}
 
 
 def cell_id(cell: Cell) -> str:
@@ -118,10 +121,7 @@ def cell_id(cell: Cell) -> str:
         "metric": cell.metric,
     }
     if cell.stage != "zeroshot":  # zero-shot reads the whole test split: no sample, no training
-        recipe = dataclasses.asdict(cell.recipe)
-        for key, default in LATER_RECIPE.items():
-            if recipe[key] == default:
-                del recipe[key]
+        recipe = _without_later(dataclasses.asdict(cell.recipe), LATER_RECIPE)
         payload.update(shots=cell.shots, seed=cell.seed, recipe=recipe)
     if cell.stage == "transfer":
         payload.update(mode=cell.mode, source=resolve_task(cell.source).identity)
