@@ -26,7 +26,7 @@ RECIPE = _DEFAULT_SPEC["recipe"]
 
 
 def recipe(args):
-    from pipeline.loop import Recipe
+    from pipeline.recipe import Recipe
 
     kw = dict(RECIPE)
     kw.update(
@@ -80,8 +80,9 @@ def section_pretrain(args) -> str:
 
 
 def section_zeroshot(backbone: str) -> dict[str, float]:
+    from pipeline.cell import make_cell
     from pipeline.data.suite import SUITE, chance, suite_task
-    from pipeline.run import make_cell, run
+    from pipeline.run import run
 
     print(
         f"\n## zero-shot ('a photo of a {{}}.')\n{'task':20s} {'classes':>7s} {'metric':>14s} {'value':>6s} "
@@ -148,8 +149,9 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
 
 
 def section_headroom(backbone: str, zs: dict[str, float], args) -> None:
+    from pipeline.cell import make_cell
     from pipeline.data.suite import SUITE
-    from pipeline.run import make_cell, run
+    from pipeline.run import run
 
     rec = recipe(args)
     print(f"\n## headroom at {args.shots} shots, seed 0, recipe {rec}")
@@ -182,8 +184,9 @@ def section_headroom(backbone: str, zs: dict[str, float], args) -> None:
 
 
 def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
+    from pipeline.cell import make_cell
     from pipeline.data.suite import DISSIMILAR_PAIRS, SIMILAR_PAIRS, suite_task
-    from pipeline.run import make_cell, run
+    from pipeline.run import run
 
     rec = recipe(args)
     similar, dissimilar = args.similar or SIMILAR_PAIRS, args.dissimilar or DISSIMILAR_PAIRS

@@ -48,8 +48,9 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     from pipeline.clip import load_backbone
     from pipeline.data import few_shot, resolve_task
     from pipeline.features import FeatureCache, load_pixels
-    from pipeline.loop import Recipe, train
+    from pipeline.loop import TrainSet, train
     from pipeline.methods import build_method
+    from pipeline.recipe import Recipe
 
     torch.set_num_threads(1)  # one core per measurement: oversubscribed threads distort small models
     backbone = load_backbone("tiny")
@@ -81,7 +82,8 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     prep_s = time.perf_counter() - prep_s
     val_y = labels[sample.val]
     start = time.perf_counter()
-    train(method, x, y, val_x, val_y, task.metric, recipe, seed=0, encode=encode)
+    data = TrainSet.single(x, y, task.num_classes)
+    train(method, data, val_x, val_y, task.metric, recipe, seed=0, encode=encode)
     per_epoch = (time.perf_counter() - start) / epochs
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"case": case, "s_per_epoch": per_epoch, "prep_s": prep_s, "peak_rss_mb": peak, "n_train": len(x)}

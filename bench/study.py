@@ -94,7 +94,7 @@ def way_ray(cells, location: str, workers: int, study: str) -> tuple[float, floa
 
     ray = start_ray(None, workers)
     startup = time.perf_counter() - start
-    from pipeline.run import cell_id
+    from pipeline.cell import cell_id
     from study.store import Store
 
     # as `mvlpt run` does, the cell ids come from planning the grid (what is done, what to run),

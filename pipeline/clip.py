@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import MvlptError
+from pipeline.errors import MvlptError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -372,8 +372,7 @@ def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str 
     except MvlptError:
         raise
     except (RuntimeError, FileNotFoundError, OSError, KeyError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MvlptError(f"could not load backbone '{name}': {first}") from err
+        raise MvlptError(f"could not load backbone '{name}': {first_line(err)}") from err
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

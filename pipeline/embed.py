@@ -49,14 +49,14 @@ def _row(kind: str, task: str, vector, *, method=None, shots=None, seed=None, it
 def image_rows(
     backbone: Backbone, task: Task, shots: int, seed: int, cache, name: str | None = None
 ) -> list[dict]:
-    """The frozen features of the task's K-shot training images, the same sample its cells train on.
-    `name`: what the study calls the task (its cells' target), by default the task's own name."""
+    """The frozen features of the task's K-shot sample (the images its cells train and validate on:
+    a property of the task's data, not of tuning). `name`: what the study calls the task (its cells'
+    target), by default the task's own name."""
     labels = task.source.labels("train")
     sample = few_shot(labels, task.classnames, shots, seed, task.name)
-    feats = cache.features(backbone, task, "train", sample.train).cpu().numpy()  # (N, E)
-    items = [
-        "" if labels.ndim == 2 else task.classnames[int(labels[i])] for i in np.asarray(sample.train).ravel()
-    ]
+    drawn = np.asarray(list(dict.fromkeys([*sample.val.tolist(), *sample.train.tolist()])), dtype=np.int64)
+    feats = cache.features(backbone, task, "train", drawn).cpu().numpy()  # (N, E)
+    items = ["" if labels.ndim == 2 else task.classnames[int(labels[i])] for i in drawn]
     return [
         _row("image", name or task.name, f, shots=shots, seed=seed, item=c)
         for f, c in zip(feats, items, strict=True)

@@ -13,37 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import MvlptError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a prompt is tuned (SPEC 4: the reference code's defaults for CLIP ViT-B/16)."""
-
-    epochs: int = 200
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 32
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    precision: str = "auto"
-    # At least this many optimizer steps: a small training set runs more epochs (as the CoOp paper
-    # gives fewer shots more epochs), so a 4-shot task of 6 classes is not tuned in 10 steps.
-    min_steps: int = 0
-
-    def __post_init__(self):
-        if self.epochs < 0:
-            raise MvlptError(f"recipe: epochs must be non-negative, got {self.epochs}")
-        if self.min_steps < 0:
-            raise MvlptError(f"recipe: min_steps must be non-negative, got {self.min_steps}")
-        if self.batch_size < 1:
-            raise MvlptError(f"recipe: batch_size must be at least 1, got {self.batch_size}")
-        if self.lr < 0 or self.warmup_lr < 0 or self.weight_decay < 0:
-            raise MvlptError("recipe: lr, warmup_lr and weight_decay must be non-negative")
-        if self.precision not in PRECISIONS:
-            raise MvlptError(f"recipe: unknown precision '{self.precision}' (known: {', '.join(PRECISIONS)})")
+from pipeline.recipe import Recipe
 
 
 def epochs_for(recipe: Recipe, n: int) -> int:
@@ -186,6 +156,99 @@ def _chunks(x: torch.Tensor, size: int):
         yield x[i : i + size]
 
 
+@dataclass(frozen=True)
+class TrainSet:
+    """What a prompt is tuned on: the target's images first, then any source tasks' images.
+
+    Labels are class ids over the joint label space, in which task k owns the columns `slots[k]`
+    (the target is task 0), or multi-hot rows over it. A single cell is one task and one slot.
+    """
+
+    inputs: torch.Tensor  # (N, ...) features or pixels
+    targets: torch.Tensor  # (N,) class ids over all slots, or (N, C) multi-hot
+    task: torch.Tensor  # (N,) which task each image belongs to: 0 = target, k >= 1 = source
+    slots: tuple[slice, ...]  # per task, its columns of the joint label space
+    label_space: str = "per_task"  # LABEL_SPACES: softmax over the image's own task, or over all
+    sampling: str = "paired"  # JOINT_SAMPLINGS
+
+    @classmethod
+    def single(cls, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> TrainSet:
+        task = torch.zeros(len(inputs), dtype=torch.long, device=inputs.device)
+        return cls(inputs, targets, task, (slice(0, num_classes),))
+
+    @property
+    def n_target(self) -> int:
+        return int((self.task == 0).sum())
+
+
+def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampling: str):
+    """The batches of every epoch, as index tensors into a TrainSet (target first, then sources).
+
+    Without sources, and in `paired` sampling, the target's batches are those of its single cell:
+    one seeded permutation of its images per epoch, over epochs_for(recipe, n_target) epochs;
+    `paired` appends to each batch as many source images, drawn by a second seeded stream that
+    walks through permutations of the source images. `concat` shuffles all images together and
+    counts epochs over all of them.
+    """
+    order_rng = torch.Generator().manual_seed(seed)
+    if sampling == "concat" and n_source:
+        n = n_target + n_source
+        return [
+            list(torch.randperm(n, generator=order_rng).split(recipe.batch_size))
+            for _ in range(epochs_for(recipe, n))
+        ]
+    source_rng = torch.Generator().manual_seed(seed + (1 << 32))  # never the order stream's seed
+    stream: list[int] = []
+    epochs = []
+    for _ in range(epochs_for(recipe, n_target)):
+        batches = []
+        for batch in torch.randperm(n_target, generator=order_rng).split(recipe.batch_size):
+            if n_source:
+                while len(stream) < len(batch):
+                    stream += (n_target + torch.randperm(n_source, generator=source_rng)).tolist()
+                drawn, stream = stream[: len(batch)], stream[len(batch) :]
+                batch = torch.cat([batch, torch.as_tensor(drawn, dtype=batch.dtype)])
+            batches.append(batch)
+        epochs.append(batches)
+    return epochs
+
+
+def _image_losses(logits: torch.Tensor, targets: torch.Tensor, columns: slice) -> torch.Tensor:
+    """(B,) cross-entropy of each image over `columns` (multi-hot: over its positive set)."""
+    sub = logits[:, columns].float()
+    if targets.dim() == 2:
+        soft = targets[:, columns].float()
+        soft = soft / soft.sum(1, keepdim=True).clamp_min(1)
+        return torch.sum(-soft * F.log_softmax(sub, dim=1), dim=1)
+    return F.cross_entropy(sub, targets - (columns.start or 0), reduction="none")
+
+
+def joint_loss(
+    logits: torch.Tensor, targets: torch.Tensor, task: torch.Tensor, data: TrainSet
+) -> torch.Tensor:
+    """The batch loss. `per_task`: each image's softmax over its own task's slots, so a source
+    image sends no gradient through the target's logits; `union`: over every slot. `paired` sums
+    each task's mean loss (the target's term is its single cell's loss); `concat` averages over
+    the batch."""
+    if len(data.slots) == 1:  # a single cell: its task's mean loss
+        return _image_losses(logits, targets, data.slots[0]).mean()
+    everything = slice(0, logits.shape[1])
+    losses = torch.empty(len(targets), device=logits.device)
+    means = []
+    for k, columns in enumerate(data.slots):
+        rows = (task == k).nonzero().squeeze(1)
+        if len(rows) == 0:
+            continue
+        own = _image_losses(
+            logits[rows], targets[rows], columns if data.label_space == "per_task" else everything
+        )
+        losses[rows] = own
+        means.append(own.mean())
+    if data.sampling == "paired":
+        return torch.stack(means).sum()
+    return losses.mean()
+
+
 @dataclass
 class Trained:
     state: dict  # the best-validation prompt state
@@ -197,26 +260,26 @@ class Trained:
 
 def train(
     method,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    data: TrainSet,
     val_inputs: torch.Tensor,
     val_targets: np.ndarray,
     metric: str,
     recipe: Recipe,
     seed: int,
     encode: Callable | None = None,
-    val_columns: slice | None = None,
 ) -> Trained:
-    """Tune `method` on (inputs, targets); keep the prompt with the best validation score.
+    """Tune `method` on `data`; keep the prompt with the best validation score on the target.
 
-    Ties on the validation metric go to the lower validation loss, then to the later epoch. `encode`
-    maps a batch of inputs to what method.logits takes (used when features are not cached).
+    Validation scores the target's slots only (data.slots[0]). Ties on the validation metric go to
+    the lower validation loss, then to the later epoch. `encode` maps a batch of inputs to what
+    method.logits takes (used when features are not cached).
     """
     params = [p for p in method.parameters() if p.requires_grad]
-    device = inputs.device
+    device = data.inputs.device
     dtype = autocast_dtype(recipe.precision, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     val_t = torch.as_tensor(val_targets, device=device)
+    val_columns = data.slots[0]
 
     def validate() -> tuple[float, float]:
         logits = predict(method, _chunks(val_inputs, 256), encode, val_columns, recipe.precision)
@@ -225,24 +288,23 @@ def train(
 
     best_val, best_loss = validate()
     best_state, best_epoch, history = copy.deepcopy(method.prompt_state()), -1, []
-    epochs = epochs_for(recipe, len(inputs))
-    if not params or epochs == 0:
+    n_target = data.n_target
+    plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling)
+    if not params or not plan:
         return Trained(best_state, -1, 0, best_val, history)
     optim = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    order_rng = torch.Generator().manual_seed(seed)
     method.train()
-    for epoch in range(epochs):
+    for epoch, batches in enumerate(plan):
         for group in optim.param_groups:
-            group["lr"] = lr_at(recipe, epoch, epochs)
-        perm = torch.randperm(len(inputs), generator=order_rng)
-        for i in range(0, len(perm), recipe.batch_size):
-            idx = perm[i : i + recipe.batch_size].to(device)
-            x = inputs[idx]
+            group["lr"] = lr_at(recipe, epoch, len(plan))
+        for batch in batches:
+            idx = batch.to(device)
+            x = data.inputs[idx]
             if encode is not None:
                 with torch.no_grad():
                     x = encode(x)
             with _autocast(device, dtype):
-                loss = loss_fn(method.logits(x), targets[idx])
+                loss = joint_loss(method.logits(x), data.targets[idx], data.task[idx], data)
             optim.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -256,4 +318,4 @@ def train(
         if (val, -val_loss) >= (best_val, -best_loss) or math.isnan(best_val):
             best_val, best_loss, best_epoch = val, val_loss, epoch
             best_state = copy.deepcopy(method.prompt_state())
-    return Trained(best_state, best_epoch, epochs, best_val, history)
+    return Trained(best_state, best_epoch, len(plan), best_val, history)

@@ -1,138 +1,25 @@
-"""run(cell) -> CellResult: one cell of the study, composed from backbone, task, method and loop."""
+"""run(cell) -> CellResult: one cell of the study, in three steps: its training set, training, evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import resource
 import socket
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from pipeline.data.tasks import METRICS
-from pipeline.errors import MvlptError
-from pipeline.loop import Recipe
-
-STAGES = ("zeroshot", "single", "transfer")
-MODES = ("init", "joint")
-IDENTITY_VERSION = 1
-# Method options added after identity version 1: left out of a cell's identity while at their
-# default, so that cells of studies begun before them keep their ids (and are not run again).
-LATER_OPTIONS = {"vpt": {"gated": False}, "upt": {"init": "", "gated": False}}
-LATER_RECIPE = {"min_steps": 0}  # the same, for recipe fields
-
-
-@dataclass(frozen=True)
-class Cell:
-    """Everything that determines one result. `method_config` holds (key, value) pairs."""
-
-    method: str
-    target: str
-    stage: str = "single"
-    mode: str | None = None
-    source: str | None = None
-    backbone: str = "tiny"
-    shots: int = 5
-    seed: int = 0
-    recipe: Recipe = field(default_factory=Recipe)
-    method_config: tuple = ()
-    source_seeds: tuple[int, ...] = ()  # init mode: average the source prompt over these seeds
-    metric: str | None = None  # overrides the target task's own metric
-
-    def __post_init__(self):
-        object.__setattr__(self, "method_config", tuple(sorted(dict(self.method_config).items())))
-        object.__setattr__(self, "source_seeds", tuple(self.source_seeds))
-        if self.stage not in STAGES:
-            raise MvlptError(f"unknown stage '{self.stage}' (known: {', '.join(STAGES)})")
-        if (self.stage == "zeroshot") != (self.method == "zeroshot"):
-            raise MvlptError("the zeroshot stage goes with the zeroshot method and only with it")
-        if self.stage == "transfer":
-            if self.mode not in MODES:
-                raise MvlptError(f"a transfer cell needs --mode init or joint, got {self.mode!r}")
-            if not self.source:
-                raise MvlptError("a transfer cell needs a source task (--source)")
-        elif self.source or self.mode:
-            raise MvlptError(f"a {self.stage} cell takes no source task or mode")
-        if self.source_seeds and self.mode != "init":
-            raise MvlptError("source seeds only apply to init-mode transfer")
-        if self.shots < 1:
-            raise MvlptError(f"shots must be at least 1, got {self.shots}")
-        if self.seed < 0:
-            raise MvlptError(f"seed must be non-negative, got {self.seed}")
-        if self.metric is not None and self.metric not in METRICS:
-            raise MvlptError(f"unknown metric '{self.metric}' (known: {', '.join(METRICS)})")
-
-    @property
-    def config(self) -> dict:
-        return dict(self.method_config)
-
-
-def dependencies(cell: Cell) -> list[Cell]:
-    """Cells whose results this cell needs: an init transfer needs its source's single cells."""
-    if cell.stage != "transfer" or cell.mode != "init":
-        return []
-    seeds = cell.source_seeds or (cell.seed,)
-    return [
-        dataclasses.replace(
-            cell,
-            stage="single",
-            mode=None,
-            source=None,
-            target=cell.source,
-            seed=s,
-            source_seeds=(),
-        )
-        for s in seeds
-    ]
-
-
-def _identity_config(cell: Cell) -> dict:
-    from pipeline.methods import method_config
-
-    return _without_later(
-        dataclasses.asdict(method_config(cell.method, cell.config)), LATER_OPTIONS.get(cell.method, {})
-    )
-
-
-def _without_later(fields: dict, later: dict) -> dict:
-    """`fields` less those added after identity version 1 that are at their defaults (`later`)."""
-    return {k: v for k, v in fields.items() if k not in later or v != later[k]}
-
-
-def cell_id(cell: Cell) -> str:
-    """Content hash of everything that determines the cell's result, its dependencies included."""
-    from pipeline.clip import backbone_identity, parse_backbone
-    from pipeline.data import resolve_task
-
-    payload = {
-        "v": IDENTITY_VERSION,
-        "method": cell.method,
-        "config": _identity_config(cell),
-        "backbone": backbone_identity(parse_backbone(cell.backbone)),
-        "stage": cell.stage,
-        "target": resolve_task(cell.target).identity,
-        "metric": cell.metric,
-    }
-    if cell.stage != "zeroshot":  # zero-shot reads the whole test split: no sample, no training
-        recipe = _without_later(dataclasses.asdict(cell.recipe), LATER_RECIPE)
-        payload.update(shots=cell.shots, seed=cell.seed, recipe=recipe)
-    if cell.stage == "transfer":
-        payload.update(mode=cell.mode, source=resolve_task(cell.source).identity)
-        payload["depends_on"] = [cell_id(d) for d in dependencies(cell)]
-    blob = json.dumps(payload, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+from pipeline.cell import Cell, cell_id, dependencies
 
 
 @dataclass
 class CellResult:
-    """One evaluated cell: the SPEC 7 fields (study-level ones are added by the store)."""
+    """One evaluated cell: the result row's fields (study-level ones are added by the store)."""
 
     cell_id: str
     stage: str
@@ -159,7 +46,42 @@ class CellResult:
     code_version: str
     created_at: str
     method_config: str
+    label_space: str | None = None
+    joint_sampling: str | None = None
     prompt_state: dict | None = field(default=None, repr=False)
+
+    @classmethod
+    def failed(cls, cell: Cell, cid: str, error: str) -> CellResult:
+        """The result of a cell that raised: its identity, status 'failed' and the error's line."""
+        return cls(
+            cell_id=cid,
+            stage=cell.stage,
+            mode=cell.mode,
+            method=cell.method,
+            backbone=cell.backbone,
+            source=cell.source,
+            target=cell.target,
+            shots=cell.shots,
+            seed=cell.seed,
+            metric=cell.metric or "",
+            value=float("nan"),
+            val_value=float("nan"),
+            n_train=0,
+            n_test=0,
+            epochs_run=0,
+            best_epoch=-1,
+            wall_s=0.0,
+            peak_mem_mb=0.0,
+            device="",
+            node=socket.gethostname(),
+            status="failed",
+            error=error,
+            code_version=code_version(),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            method_config=json.dumps(cell.config, sort_keys=True),
+            label_space=cell.label_space,
+            joint_sampling=cell.joint_sampling,
+        )
 
     def row(self) -> dict:
         """The result as a flat record (no prompt state), ready for a table."""
@@ -181,17 +103,37 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak, in MB
 
 
-def _union_targets(labels: np.ndarray, classnames, union_index: dict, multihot: bool, n_union: int):
-    """Re-express a task's labels over the union label space."""
-    mapping = np.asarray([union_index[c] for c in classnames])
-    if not multihot:
-        return mapping[labels]
-    out = np.zeros((len(labels), n_union), dtype=np.float32)
-    if labels.ndim == 2:
-        out[:, mapping] = labels
-    else:
-        out[np.arange(len(labels)), mapping[labels]] = 1.0
-    return out
+@dataclass(frozen=True)
+class LabelSpace:
+    """The classes a prompt is built for: each task's classes in turn, task k in `slots[k]`.
+
+    Classes are never merged by name: a target's "red" (an object's colour) and a source's "red"
+    (a background's colour) are two slots."""
+
+    classnames: tuple[str, ...]
+    slots: tuple[slice, ...]
+    multihot: bool
+
+    @classmethod
+    def of(cls, tasks) -> LabelSpace:
+        slots, start = [], 0
+        for task in tasks:
+            slots.append(slice(start, start + task.num_classes))
+            start += task.num_classes
+        names = tuple(c for task in tasks for c in task.classnames)
+        return cls(names, tuple(slots), any(task.multilabel for task in tasks))
+
+    def labels(self, k: int, labels: np.ndarray) -> np.ndarray:
+        """Task k's labels (ids or multi-hot rows over its own classes) over the whole space."""
+        slot = self.slots[k]
+        if not self.multihot:
+            return labels + slot.start
+        out = np.zeros((len(labels), len(self.classnames)), dtype=np.float32)
+        if labels.ndim == 2:
+            out[:, slot] = labels
+        else:
+            out[np.arange(len(labels)), slot.start + labels] = 1.0
+        return out
 
 
 def _as_state(source_state):
@@ -225,12 +167,74 @@ class Context:
 _DEFAULT_CONTEXT = Context()
 
 
+@dataclass
+class _Inputs:
+    """How a cell's method takes images: cached frozen features, or pixels (encoded per step when
+    the features are not cached)."""
+
+    backbone: object
+    cache: object | None  # the feature cache, when the method takes cached features
+    encode: object | None  # the image tower, when a features method runs without the cache
+    workers: int
+
+    @classmethod
+    def of(cls, backbone, method, ctx: Context) -> _Inputs:
+        features = method.input_kind == "features"
+        return cls(
+            backbone,
+            ctx.cache() if features and ctx.feature_cache else None,
+            backbone.encode_image if features and not ctx.feature_cache else None,
+            ctx.workers,
+        )
+
+    def train_split(self, task, idx: np.ndarray) -> torch.Tensor:
+        from pipeline.features import load_pixels
+
+        if self.cache is not None:
+            return self.cache.features(self.backbone, task, "train", idx, workers=self.workers)
+        return load_pixels(self.backbone, task, "train", idx, self.workers)
+
+    def test_batches(self, task):
+        from pipeline.features import pixel_batches
+
+        idx = np.arange(len(task.source.labels("test")))
+        if self.cache is not None:
+            return self.cache.features(self.backbone, task, "test", idx, workers=self.workers).split(1024)
+        return pixel_batches(self.backbone, task, "test", idx, 256, self.workers)
+
+
+def training_set(cell: Cell, tasks, space: LabelSpace, inputs: _Inputs):
+    """The target's K-shot training images (and the sources' in joint mode) and its held-out
+    validation shots. -> (TrainSet, validation inputs, validation labels)."""
+    from pipeline.data import few_shot
+    from pipeline.loop import TrainSet
+
+    xs, ys, owner, val = [], [], [], None
+    for k, task in enumerate(tasks):
+        labels = task.source.labels("train")
+        sample = few_shot(labels, task.classnames, cell.shots, cell.seed, task.name)
+        if k == 0:
+            val = (inputs.train_split(task, sample.val), labels[sample.val])
+        xs.append(inputs.train_split(task, sample.train))
+        ys.append(space.labels(k, labels[sample.train]))
+        owner.append(np.full(len(sample.train), k))
+    device = xs[0].device
+    data = TrainSet(
+        inputs=torch.cat(xs),
+        targets=torch.as_tensor(np.concatenate(ys), device=device),
+        task=torch.as_tensor(np.concatenate(owner), device=device),
+        slots=space.slots,
+        label_space=cell.label_space or "per_task",
+        sampling=cell.joint_sampling or "paired",
+    )
+    return data, *val
+
+
 def run(cell: Cell, source_state=None, context: Context | None = None) -> CellResult:
     """Run one cell. `source_state` (init mode): a prompt state, a path, or a list to average;
     when absent the source's single cells are run first."""
     from pipeline.clip import load_backbone
-    from pipeline.data import few_shot, resolve_task
-    from pipeline.features import load_pixels, pixel_batches
+    from pipeline.data import resolve_task
     from pipeline.loop import pick_device, predict, score, train
     from pipeline.methods import build_method, method_config
 
@@ -241,84 +245,38 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         torch.cuda.reset_peak_memory_stats(device)
     config = method_config(cell.method, cell.config)
     target = resolve_task(cell.target)  # bad task names fail before any model is built
-    source = resolve_task(cell.source) if cell.source else None
     if cell.metric is not None:
         target = dataclasses.replace(target, metric=cell.metric)  # validated against the task here
+    tasks = [target]
+    if cell.mode == "joint":
+        source = resolve_task(cell.source)
+        if source.identity != target.identity:  # the diagonal is the single run
+            tasks.append(source)
     cid = cell_id(cell)
     backbone = load_backbone(cell.backbone, device)
-    cache = ctx.cache()
-
-    def features_of(task, split, idx):
-        return cache.features(backbone, task, split, idx, workers=ctx.workers)
-
-    # --- the training set: target shots, plus the source's in joint mode ---------------------
-    classnames = list(target.classnames)
-    parts = []  # (task, indices, labels over the union)
-    if cell.stage != "zeroshot":
-        sample = few_shot(
-            target.source.labels("train"), target.classnames, cell.shots, cell.seed, target.name
-        )
-        parts.append((target, sample.train))
-    if cell.mode == "joint" and source.identity != target.identity:  # the diagonal is the single run
-        src_sample = few_shot(
-            source.source.labels("train"), source.classnames, cell.shots, cell.seed, source.name
-        )
-        parts.append((source, src_sample.train))
-        classnames += [c for c in source.classnames if c not in classnames]
-    union = {c: i for i, c in enumerate(classnames)}
-    multihot = any(task.multilabel for task, _ in parts) or target.multilabel
+    space = LabelSpace.of(tasks)
 
     torch.manual_seed(cell.seed)
-    method = build_method(cell.method, backbone, classnames, config, seed=cell.seed)
+    method = build_method(cell.method, backbone, list(space.classnames), config, seed=cell.seed)
     if cell.stage == "transfer" and cell.mode == "init":
         if source_state is None:
             source_state = [run(dep, context=ctx).prompt_state for dep in dependencies(cell)]
         method.load_prompt_state(_as_state(source_state))
+    inputs = _Inputs.of(backbone, method, ctx)
 
-    use_features = method.input_kind == "features" and ctx.feature_cache
-    encode = backbone.encode_image if method.input_kind == "features" and not ctx.feature_cache else None
-
-    def inputs_of(task, split, idx):
-        if use_features:
-            return features_of(task, split, idx)
-        return load_pixels(backbone, task, split, idx, ctx.workers)
-
-    columns = slice(0, target.num_classes)
-    trained = None
-    if parts:
-        xs, ys = [], []
-        for task, idx in parts:
-            xs.append(inputs_of(task, "train", idx))
-            ys.append(
-                _union_targets(task.source.labels("train")[idx], task.classnames, union, multihot, len(union))
-            )
-        inputs = torch.cat(xs)
-        targets = torch.as_tensor(np.concatenate(ys), device=device)
-        val_x = inputs_of(target, "train", sample.val)
-        val_y = target.source.labels("train")[sample.val]
+    trained, n_train = None, 0
+    if cell.stage != "zeroshot":
+        data, val_x, val_y = training_set(cell, tasks, space, inputs)
+        n_train = len(data.inputs)
         trained = train(
-            method,
-            inputs,
-            targets,
-            val_x,
-            val_y,
-            target.metric,
-            cell.recipe,
-            cell.seed,
-            encode=encode,
-            val_columns=columns,
+            method, data, val_x, val_y, target.metric, cell.recipe, cell.seed, encode=inputs.encode
         )
         method.load_prompt_state(trained.state)
 
     test_labels = target.source.labels("test")
-    test_idx = np.arange(len(test_labels))
-    if use_features:
-        test_batches = features_of(target, "test", test_idx).split(1024)
-    else:
-        test_batches = pixel_batches(backbone, target, "test", test_idx, 256, ctx.workers)
-    logits = predict(method, test_batches, encode, columns, cell.recipe.precision)
-    value = score(target.metric, logits, test_labels)
-
+    logits = predict(
+        method, inputs.test_batches(target), inputs.encode, space.slots[0], cell.recipe.precision
+    )
     return CellResult(
         cell_id=cid,
         stage=cell.stage,
@@ -327,12 +285,12 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         backbone=cell.backbone,
         source=cell.source,
         target=cell.target,
-        shots=cell.shots if parts else 0,
+        shots=cell.shots if trained else 0,
         seed=cell.seed,
         metric=target.metric,
-        value=value,
+        value=score(target.metric, logits, test_labels),
         val_value=trained.val_value if trained else float("nan"),
-        n_train=sum(len(i) for _, i in parts),
+        n_train=n_train,
         n_test=len(test_labels),
         epochs_run=trained.epochs_run if trained else 0,
         best_epoch=trained.best_epoch if trained else -1,
@@ -345,29 +303,7 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         code_version=code_version(),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         method_config=json.dumps(dataclasses.asdict(config), sort_keys=True),
+        label_space=cell.label_space,
+        joint_sampling=cell.joint_sampling,
         prompt_state=trained.state if trained else method.prompt_state(),
-    )
-
-
-def make_cell(
-    method: str,
-    target: str,
-    *,
-    source: str | None = None,
-    mode: str | None = None,
-    method_config: Mapping | None = None,
-    recipe: Recipe | None = None,
-    **kw,
-) -> Cell:
-    """A Cell with the stage inferred: zeroshot for the zeroshot method, transfer with a source."""
-    stage = "zeroshot" if method == "zeroshot" else ("transfer" if source or mode else "single")
-    return Cell(
-        method=method,
-        target=target,
-        stage=stage,
-        mode=mode,
-        source=source,
-        method_config=tuple((method_config or {}).items()),
-        recipe=recipe or Recipe(),
-        **kw,
     )

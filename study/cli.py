@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import sys
-from collections import Counter
 
 log = logging.getLogger("mvlpt")
 
@@ -52,11 +51,11 @@ def _json_safe(row: dict) -> dict:
 
 def cmd_cell(args) -> int:
     """Run one cell and print its result."""
-    import dataclasses
 
-    from pipeline.loop import Recipe
+    from pipeline.cell import make_cell
     from pipeline.methods import save_state
-    from pipeline.run import Context, make_cell, run
+    from pipeline.recipe import Recipe
+    from pipeline.run import Context, run
 
     recipe_overrides = {
         "epochs": args.epochs,
@@ -77,6 +76,8 @@ def cmd_cell(args) -> int:
         seed=args.seed,
         source_seeds=args.source_seeds or (),
         metric=args.metric,
+        label_space=args.label_space,
+        joint_sampling=args.joint_sampling,
     )
     context = Context(
         device=args.device,
@@ -171,78 +172,29 @@ def _csv(kind):
 
 
 def _launch(spec, args, source_text: str | None) -> int:
-    from pipeline.clip import backbone_identity, parse_backbone
-    from pipeline.run import cell_id
-    from study.grid import expand
-    from study.launch import check_folder, write_meta
-    from study.spec import STAGE_RANK
-    from study.store import Store
+    from study.launch import dry_run_table, launch
 
-    grid = expand(spec)
-    location = f"{spec.out.rstrip('/')}/{spec.name}"
-    if "://" not in location:  # trials run in their own working folders: pass them an absolute path
-        location = os.path.abspath(location)
-    store = Store(location)
-    backbone_id = backbone_identity(parse_backbone(spec.backbone))
-    check_folder(spec, store, backbone_id)
-    status = store.status_of()
-    ids = [cell_id(c) for c in grid.cells]
     if args.dry_run:
-        done = Counter(
-            (c.stage, c.method) for c, i in zip(grid.cells, ids, strict=True) if status.get(i) == "ok"
-        )
-        print(f"study {spec.name} -> {location}: {len(ids)} cells")
-        print(f"{'stage':<10} {'method':<9} {'cells':>7} {'done':>7} {'to run':>7}")
-        for (stage, method), n in sorted(
-            grid.counts().items(), key=lambda kv: (STAGE_RANK[kv[0][0]], kv[0][1])
-        ):
-            print(f"{stage:<10} {method:<9} {n:>7} {done[(stage, method)]:>7} {n - done[(stage, method)]:>7}")
+        print(dry_run_table(spec))
         return 0
-    store.create()
-    write_meta(spec, store, grid.counts(), source_text, backbone_id)
-    from study.embed import EMBEDDINGS, write_embeddings
-
-    cache_dir = args.cache_dir or _default_cache()
-    if all(status.get(i) == "ok" for i in ids):
-        if not store.has(EMBEDDINGS):
-            write_embeddings(spec, store, cache_dir)
-        print(f"study {spec.name}: all {len(ids)} cells already done -> {location}")
-        return 0
-    if not store.has(EMBEDDINGS):
-        # before any cell, so a study stopped part-way can still be reported on; this also builds
-        # (pre-trains) the backbone once here rather than in every worker at the same time
-        write_embeddings(spec, store, cache_dir, prompts=False)
-    from study.schedule import run_cells
-
-    counts = run_cells(
-        spec.name,
-        location,
-        grid.stages(),
-        dataclasses.asdict(spec.resources),
+    done = launch(
+        spec,
+        source_text=source_text,
         address=args.address,
         num_cpus=args.cpus,
-        cache_dir=cache_dir,
+        cache_dir=args.cache_dir,
         show_progress=not args.quiet,
-        ids=dict(zip(grid.cells, ids, strict=True)),
-        done={i for i in ids if status.get(i) == "ok"},
     )
-    write_embeddings(spec, store, cache_dir)  # now with the learned prompts of the single cells
-    ok, failed = counts.get("ok", 0), counts.get("failed", 0)
-    print(f"study {spec.name}: {ok} of {len(ids)} cells done, {failed} failed -> {location}")
-    if counts.get("failed", 0) or counts.get("missing", 0):
-        n = counts.get("failed", 0) + counts.get("missing", 0)
+    ok, failed = done.counts.get("ok", 0), done.counts.get("failed", 0)
+    print(f"study {spec.name}: {ok} of {len(done.plan.cells)} cells done, {failed} failed -> {done.location}")
+    if done.unfinished:
         print(
-            f"mvlpt: error: {n} cells failed or did not run; `mvlpt resume {location}` retries them",
+            f"mvlpt: error: {done.unfinished} cells failed or did not run; "
+            f"`mvlpt resume {done.location}` retries them",
             file=sys.stderr,
         )
         return 1
     return 0
-
-
-def _default_cache() -> str:
-    from pathlib import Path
-
-    return str(Path(os.environ.get("MVLPT_CACHE", Path.home() / ".cache" / "mvlpt")) / "features")
 
 
 def cmd_run(args) -> int:
@@ -305,6 +257,8 @@ def _scheduling_flags(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.cell import JOINT_SAMPLINGS, LABEL_SPACES, MODES
+
     parser = _Parser(
         prog="mvlpt", description="Task-transferability studies of vision-language prompt tuning."
     )
@@ -316,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     cell.add_argument("--method", required=True, help="zeroshot, coop, vpt or upt")
     cell.add_argument("--target", required=True, help="registry task name or image-folder path")
     cell.add_argument("--source", help="source task for a transfer cell")
-    cell.add_argument("--mode", choices=["init", "joint"], help="transfer mode")
+    cell.add_argument("--mode", choices=MODES, help="transfer mode")
     cell.add_argument(
         "--metric", help="override the target's metric (accuracy, mean_per_class, map11, roc_auc)"
     )
@@ -332,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     cell.add_argument("--config", action="append", metavar="KEY=VALUE", help="method option, repeatable")
     cell.add_argument(
         "--source-seeds", type=_seeds, help="init mode: average the source prompt over these seeds"
+    )
+    cell.add_argument(
+        "--label-space",
+        choices=LABEL_SPACES,
+        help="joint mode: softmax over the image's own task's classes (per_task, default) or all (union)",
+    )
+    cell.add_argument(
+        "--joint-sampling",
+        choices=JOINT_SAMPLINGS,
+        help="joint mode: the target's single-cell batches plus as many source images (paired, default), "
+        "or one shuffled concatenation (concat)",
     )
     cell.add_argument("--source-state", help="init mode: a saved source prompt state instead of running it")
     cell.add_argument("--save-state", metavar="PATH", help="save the learned prompt state here")
@@ -402,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        from pipeline.errors import first_line
+
         print(
-            f"mvlpt: error: unexpected {type(err).__name__}: {first} (rerun with --debug for the traceback)",
+            f"mvlpt: error: unexpected {type(err).__name__}: {first_line(err)} "
+            "(rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from pipeline.loop import Recipe
-from pipeline.run import Cell, dependencies
+from pipeline.cell import Cell, dependencies
+from pipeline.recipe import Recipe
 from study.spec import STAGE_RANK, StudySpec
 
 
@@ -51,7 +51,11 @@ def expand(spec: StudySpec) -> Grid:
                 if "transfer" not in spec.stages:
                     continue
                 for mode in spec.modes:
-                    seeds = spec.source_seeds if mode == "init" else ()
+                    options = (
+                        dict(label_space=spec.label_space, joint_sampling=spec.joint_sampling)
+                        if mode == "joint"
+                        else dict(source_seeds=spec.source_seeds)
+                    )
                     for source in spec.tasks:
                         for target in spec.tasks:
                             cell = Cell(
@@ -59,7 +63,7 @@ def expand(spec: StudySpec) -> Grid:
                                 stage="transfer",
                                 mode=mode,
                                 source=source,
-                                source_seeds=seeds,
+                                **options,
                                 **common,
                             )
                             for dep in dependencies(cell):

@@ -5,17 +5,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.cell import IDENTITY_VERSION
 from pipeline.errors import MvlptError
+from study.plan import Plan
 from study.spec import STAGE_RANK, StudySpec, spec_from_dict
 from study.store import SPEC_JSON, SPEC_TOML, Store
 
 SPECS_DIR = Path(__file__).parent / "specs"
 # Fields that enter every cell's identity: changing one would silently start a different study in
 # the same folder, so it is refused there. Lists (tasks, seeds, methods...) may grow or shrink.
-IDENTITY_FIELDS = ("backbone", "recipe", "methods")
+IDENTITY_FIELDS = ("backbone", "recipe", "methods", "label_space", "joint_sampling")
 
 
 def shipped_specs() -> list[str]:
@@ -47,6 +51,8 @@ def spec_input(spec: StudySpec) -> dict:
         "seeds": list(spec.seeds),
         "stages": list(spec.stages),
         "modes": list(spec.modes),
+        "label_space": spec.label_space,
+        "joint_sampling": spec.joint_sampling,
         "recipe": dict(spec.recipe),
         "resources": dataclasses.asdict(spec.resources),
     }
@@ -81,7 +87,7 @@ def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
 
 def _identity(spec: StudySpec) -> dict:
     data = spec_input(spec)
-    return {"backbone": data["backbone"], "recipe": data["recipe"], "methods": data["methods"]}
+    return {key: data[key] for key in IDENTITY_FIELDS}
 
 
 def check_folder(spec: StudySpec, store: Store, backbone_id: str | None = None) -> None:
@@ -95,6 +101,13 @@ def check_folder(spec: StudySpec, store: Store, backbone_id: str | None = None) 
         return
     if meta.get("name") != spec.name:
         raise MvlptError(f"{store.location} holds another study ('{meta.get('name')}'); use --out or --name")
+    protocol = meta.get("protocol", 1)  # folders written before the field are of version 1
+    if protocol != IDENTITY_VERSION and store.cell_files():
+        raise MvlptError(
+            f"{store.location} holds cells of protocol {protocol} (validation shots trained on, joint "
+            f"classes merged by name) that this version does not compute (protocol {IDENTITY_VERSION}); "
+            f"use --name NEW for a new study"
+        )
     old, new = meta.get("identity", {}), _identity(spec)
     stored_id = meta.get("backbone_identity")
     if backbone_id is not None and stored_id is not None and stored_id != backbone_id:
@@ -138,6 +151,7 @@ def write_meta(
         identity["methods"] = {**meta["identity"].get("methods", {}), **identity["methods"]}
     meta.update(
         name=spec.name,
+        protocol=IDENTITY_VERSION,
         spec=spec_input(spec),
         spec_hash=spec.digest(),
         identity=identity,
@@ -184,3 +198,93 @@ def status_table(folder: str) -> str:
     ok_all = sum(v for (_, _, s), v in counts.items() if s == "ok")
     lines.append(f"{'all':<20} {ok_all:>6} {sum(counts.values()) - ok_all:>7} {sum(grid.values()):>7}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a launch found and did: where, the plan, and the status of every planned cell."""
+
+    location: str
+    plan: Plan
+    counts: Counter  # 'ok', 'failed', 'missing' over the planned cells
+
+    @property
+    def unfinished(self) -> int:
+        return self.counts.get("failed", 0) + self.counts.get("missing", 0)
+
+
+def study_location(spec: StudySpec) -> str:
+    location = f"{spec.out.rstrip('/')}/{spec.name}"
+    if "://" not in location:  # trials run in their own working folders: pass them an absolute path
+        location = os.path.abspath(location)
+    return location
+
+
+def plan_study(spec: StudySpec) -> tuple[Store, Plan, str]:
+    """Check the folder against the spec and plan the grid. -> (store, plan, backbone identity)."""
+    from pipeline.clip import backbone_identity, parse_backbone
+    from study.grid import expand
+    from study.plan import build_plan
+
+    store = Store(study_location(spec))
+    backbone_id = backbone_identity(parse_backbone(spec.backbone))
+    check_folder(spec, store, backbone_id)
+    return store, build_plan(expand(spec), store.done()), backbone_id
+
+
+def dry_run_table(spec: StudySpec) -> str:
+    """The grid's counts per stage and method, what is done and what is left; runs nothing."""
+    store, plan, _ = plan_study(spec)
+    done = plan.done_per()
+    counts = Counter((c.stage, c.method) for c in plan.cells)
+    lines = [
+        f"study {spec.name} -> {store.location}: {len(plan.cells)} cells",
+        f"{'stage':<10} {'method':<9} {'cells':>7} {'done':>7} {'to run':>7}",
+    ]
+    for (stage, method), n in sorted(counts.items(), key=lambda kv: (STAGE_RANK[kv[0][0]], kv[0][1])):
+        lines.append(
+            f"{stage:<10} {method:<9} {n:>7} {done[(stage, method)]:>7} {n - done[(stage, method)]:>7}"
+        )
+    return "\n".join(lines)
+
+
+def launch(
+    spec: StudySpec,
+    *,
+    source_text: str | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+) -> Launch:
+    """Run a study: check its folder, write its metadata and embeddings, plan its cells, run what
+    is not done, then store the learned prompts' embeddings."""
+    from pipeline.pretrain import cache_dir as cache_root
+    from study.embed import EMBEDDINGS, write_embeddings
+
+    store, plan, backbone_id = plan_study(spec)
+    store.create()
+    write_meta(spec, store, Counter((c.stage, c.method) for c in plan.cells), source_text, backbone_id)
+    cache_dir = cache_dir or str(cache_root() / "features")
+    if plan.finished:
+        if not store.has(EMBEDDINGS):
+            write_embeddings(spec, store, cache_dir)
+        return Launch(store.location, plan, plan.counts(store.status_of()))
+    if not store.has(EMBEDDINGS):
+        # before any cell, so a study stopped part-way can still be reported on; this also builds
+        # (pre-trains) the backbone once here rather than in every worker at the same time
+        write_embeddings(spec, store, cache_dir, prompts=False)
+    from study.schedule import run_plan
+
+    counts = run_plan(
+        plan,
+        spec.name,
+        store.location,
+        dataclasses.asdict(spec.resources),
+        address=address,
+        num_cpus=num_cpus,
+        cache_dir=cache_dir,
+        show_progress=show_progress,
+    )
+    write_embeddings(spec, store, cache_dir)  # now with the learned prompts of the single cells
+    return Launch(store.location, plan, counts)

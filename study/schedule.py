@@ -8,16 +8,16 @@ builds its trials from the cells missing in the store instead of restoring Tune'
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Mapping
 
-from pipeline.run import Cell, cell_id, code_version, dependencies
+from pipeline.cell import Cell
+from pipeline.errors import MvlptError, first_line
+from study.plan import Plan
 from study.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,37 +48,17 @@ class Job:
     cache_dir: str | None
 
 
-def failed_row(study: str, cell: Cell, cid: str, error: str, node: str) -> dict:
-    """The row that records a cell that raised: its identity, status 'failed', and the error."""
-    return {
-        "study": study,
-        "cell_id": cid,
-        "stage": cell.stage,
-        "mode": cell.mode,
-        "method": cell.method,
-        "backbone": cell.backbone,
-        "source": cell.source,
-        "target": cell.target,
-        "shots": cell.shots,
-        "seed": cell.seed,
-        "status": "failed",
-        "error": error,
-        "node": node,
-        "code_version": code_version(),
-        "value": float("nan"),
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
 _CONTEXT = None  # one per worker process: reused actors keep the backbone and feature cache
 
 
 def run_one(job: Job, i: int, node: str) -> str:
-    """Run cell i of the job and store its row; a cell that raises is stored as failed."""
+    """Run cell i of the job and store its row under the id the plan gave it; a cell that raises,
+    or that this worker would identify otherwise, is stored as failed."""
     global _CONTEXT
     import torch
 
-    from pipeline.run import Context, run
+    from pipeline.cell import cell_id
+    from pipeline.run import CellResult, Context, run
 
     torch.set_num_threads(job.threads)
     if _CONTEXT is None or _CONTEXT.device != job.device or _CONTEXT.cache_dir != job.cache_dir:
@@ -86,16 +66,21 @@ def run_one(job: Job, i: int, node: str) -> str:
     store = Store(job.location)
     cell, cid = job.cells[i], job.ids[i]
     try:
+        here = cell_id(cell)
+        if here != cid:
+            raise MvlptError(
+                f"identity mismatch: this worker identifies the cell as {here}, the plan as {cid} "
+                f"(its data, backbone or code differ from the launcher's)"
+            )
         # run() averages a list of source states (the source's seeds) itself
         source_state = [store.load_prompt(d) for d in job.deps[i]] or None
         result = run(cell, source_state=source_state, context=_CONTEXT)
-        row = {**result.row(), "study": job.study, "node": node}
-        store.write_cell(row, result.prompt_state)
+        store.write_cell({**result.row(), "study": job.study, "node": node}, result.prompt_state)
         return "ok"
     except Exception as err:  # recorded, the study goes on, the next launch retries it
-        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         log.debug("cell %s failed:\n%s", cid, traceback.format_exc())
-        store.write_cell(failed_row(job.study, cell, cid, message, node))
+        failed = CellResult.failed(cell, cid, f"{type(err).__name__}: {first_line(err)}")
+        store.write_cell({**failed.row(), "study": job.study, "node": node})
         return "failed"
 
 
@@ -147,8 +132,6 @@ def _check_reachable(address: str) -> None:
     """Fail fast: ray.init retries an unreachable address for minutes before it gives up."""
     import socket
 
-    from pipeline.errors import MvlptError
-
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
@@ -164,8 +147,6 @@ def start_ray(address: str | None, num_cpus: int | None):
     import ray
     from ray import tune  # noqa: F401 - imported here so that its cost counts as start-up
 
-    from pipeline.errors import MvlptError
-
     if ray.is_initialized():
         return ray
     if address and "://" not in address and address != "auto":
@@ -177,72 +158,41 @@ def start_ray(address: str | None, num_cpus: int | None):
         else:
             ray.init(num_cpus=num_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MvlptError(f"cannot reach Ray cluster at '{address}': {first}") from err
+        raise MvlptError(f"cannot reach Ray cluster at '{address}': {first_line(err)}") from err
     return ray
 
 
-def run_cells(
+def run_plan(
+    plan: Plan,
     study: str,
     location: str,
-    stages: list[list[Cell]],
     resources: dict,
     *,
     address: str | None = None,
     num_cpus: int | None = None,
     cache_dir: str | None = None,
     show_progress: bool = True,
-    ids: Mapping[Cell, str] | None = None,
-    done: set[str] | None = None,
 ) -> Counter:
-    """Run every cell of `stages` missing from the store, stage after stage. -> status counts.
-
-    ids (cell -> cell id, dependencies included) and done (ids already stored as ok) spare the
-    caller's work when it has them; otherwise they are computed and read here.
-    """
+    """Run every cell of the plan that is not done, stage after stage. -> status counts."""
     ray = start_ray(address, num_cpus)
     from ray import tune
 
-    cluster = ray.cluster_resources()
-    cpu, gpu = float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))
-    if gpu > 0 and cluster.get("GPU", 0) == 0:
-        # expected on a laptop (the default spec asks for a GPU where there is one); worth a
-        # warning only on a cluster the user pointed us to
-        (log.warning if address else log.info)(
-            "no GPU in the Ray cluster: running trials on CPU instead of %.2f GPU each", gpu
-        )
-        gpu = 0.0
-    device = "cuda" if gpu > 0 else "cpu"
-    slots = max(1, int(cluster.get("CPU", 1) // cpu))
-    if gpu > 0:
-        slots = min(slots, max(1, int(cluster.get("GPU", 0) // gpu)))
-    store = Store(location)
-    done = store.done() if done is None else done
-    ids = dict(ids or {})
-
-    def id_of(cell: Cell) -> str:
-        if cell not in ids:
-            ids[cell] = cell_id(cell)
-        return ids[cell]
-
-    ids_all = [[id_of(c) for c in stage] for stage in stages]
-    total = sum(len(s) for s in stages)
-    progress = _Progress(total, sum(cid in done for s in ids_all for cid in s)) if show_progress else None
+    cpu, gpu, slots = _trial_resources(ray.cluster_resources(), resources, address)
+    progress = _Progress(len(plan.cells), len(plan.done)) if show_progress else None
     trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
     with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
-        for stage, ids in zip(stages, ids_all, strict=True):
-            todo = [i for i, cid in enumerate(ids) if cid not in done]
-            if not todo:
+        for stage in range(len(plan.stages)):
+            cells = tuple(plan.todo(stage))
+            if not cells:
                 continue
-            cells = tuple(stage[i] for i in todo)
             job = Job(
                 study=study,
                 location=location,
                 cells=cells,
-                ids=tuple(ids[i] for i in todo),
-                deps=tuple(tuple(id_of(d) for d in dependencies(c)) for c in cells),
+                ids=tuple(plan.ids[c] for c in cells),
+                deps=tuple(plan.deps(c) for c in cells),
                 threads=max(1, int(cpu)),
-                device=device,
+                device="cuda" if gpu > 0 else "cpu",
                 cache_dir=cache_dir,
             )
             tuner = tune.Tuner(
@@ -262,5 +212,20 @@ def run_cells(
             tuner.fit()
     if progress:
         progress.close()
-    status = store.status_of()
-    return Counter(status.get(cid, "missing") for stage_ids in ids_all for cid in stage_ids)
+    return plan.counts(Store(location).status_of())
+
+
+def _trial_resources(cluster: dict, resources: dict, address: str | None) -> tuple[float, float, int]:
+    """(cpu, gpu) per trial and how many trials run at once; no GPU in the cluster means CPU trials."""
+    cpu, gpu = float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))
+    if gpu > 0 and cluster.get("GPU", 0) == 0:
+        # expected on a laptop (the default spec asks for a GPU where there is one); worth a
+        # warning only on a cluster the user pointed us to
+        (log.warning if address else log.info)(
+            "no GPU in the Ray cluster: running trials on CPU instead of %.2f GPU each", gpu
+        )
+        gpu = 0.0
+    slots = max(1, int(cluster.get("CPU", 1) // cpu))
+    if gpu > 0:
+        slots = min(slots, max(1, int(cluster.get("GPU", 0) // gpu)))
+    return cpu, gpu, slots

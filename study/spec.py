@@ -9,23 +9,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.cell import JOINT_SAMPLINGS, LABEL_SPACES, MODES, STAGES
 from pipeline.errors import MvlptError
+from pipeline.recipe import Recipe
 
-STAGES = ("zeroshot", "single", "transfer")  # also the order in which they run and are listed
 STAGE_RANK = {stage: i for i, stage in enumerate(STAGES)}
-MODES = ("init", "joint")
 METHOD_NAMES = ("coop", "vpt", "upt")
-RECIPE_KEYS = {
-    "epochs": int,
-    "lr": float,
-    "momentum": float,
-    "weight_decay": float,
-    "batch_size": int,
-    "warmup_epochs": int,
-    "warmup_lr": float,
-    "precision": str,
-    "min_steps": int,
-}
+RECIPE_KEYS = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in dataclasses.fields(Recipe)}
 
 
 @dataclass(frozen=True)
@@ -47,6 +37,8 @@ class StudySpec:
     stages: tuple[str, ...] = STAGES
     modes: tuple[str, ...] = ("joint",)
     source_seeds: tuple[int, ...] = ()
+    label_space: str = LABEL_SPACES[0]  # joint mode's label space and sampling (pipeline.cell)
+    joint_sampling: str = JOINT_SAMPLINGS[0]
     recipe: tuple[tuple[str, object], ...] = ()  # overrides of the kernel's Recipe defaults
     resources: Resources = field(default_factory=Resources)
     out: str = "results"
@@ -105,6 +97,12 @@ def _choices(value, allowed, where: str, key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _choice(value, allowed, where: str, key: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        _fail(where, f"'{key}' has unknown value {value!r} (known: {', '.join(allowed)})")
+    return value
+
+
 def _tasks(value, where: str) -> tuple[tuple[str, ...], str | None]:
     if isinstance(value, dict):
         _check_keys(value, {"suite"}, where, "tasks")
@@ -138,7 +136,7 @@ def _methods(value, where: str) -> tuple[tuple[str, tuple], ...]:
 
 
 def _recipe(value, where: str) -> tuple[tuple[str, object], ...]:
-    from pipeline.loop import Recipe
+    from pipeline.recipe import Recipe
 
     if not isinstance(value, dict):
         _fail(where, "[recipe] must be a table")
@@ -171,6 +169,8 @@ TOP_KEYS = {
     "stages",
     "modes",
     "source_seeds",
+    "label_space",
+    "joint_sampling",
     "recipe",
     "resources",
     "out",
@@ -200,6 +200,10 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         source_seeds=_int_list(data["source_seeds"], where, "source_seeds", 0)
         if "source_seeds" in data
         else (),
+        label_space=_choice(data.get("label_space", LABEL_SPACES[0]), LABEL_SPACES, where, "label_space"),
+        joint_sampling=_choice(
+            data.get("joint_sampling", JOINT_SAMPLINGS[0]), JOINT_SAMPLINGS, where, "joint_sampling"
+        ),
         recipe=_recipe(data.get("recipe", {}), where),
         resources=_resources(data.get("resources", {}), where),
         out=_typed(data.get("out", "results"), str, where, "out"),

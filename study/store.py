@@ -32,6 +32,8 @@ SCHEMA = pa.schema(
         ("cell_id", pa.string()),
         ("stage", pa.string()),
         ("mode", pa.string()),
+        ("label_space", pa.string()),
+        ("joint_sampling", pa.string()),
         ("method", pa.string()),
         ("backbone", pa.string()),
         ("source", pa.string()),

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.errors import MvlptError
+from pipeline.errors import MvlptError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "test")
@@ -220,8 +220,7 @@ class TorchvisionSource:
                 self._ds[split] = getattr(tvd, cls_name)(str(self.root), download=False, **kwargs)
             except (RuntimeError, FileNotFoundError, OSError) as err:
                 raise MvlptError(
-                    f"task '{task}': torchvision {cls_name} not found under {self.root} "
-                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                    f"task '{task}': torchvision {cls_name} not found under {self.root} ({first_line(err)})"
                 ) from err
         classes = getattr(self._ds["train"], "classes", None)
         self.classnames = tuple(_clean(c.split(" - ")[-1]) for c in classes)

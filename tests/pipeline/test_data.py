@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.data import few_shot, resolve_task
+from pipeline.data.sampler import val_shots
 from pipeline.data.sources import ImageFolderSource
 from pipeline.errors import MvlptError
 from tests.conftest import write_folder
@@ -20,25 +21,37 @@ def test_same_seed_same_sample_on_any_machine():
     s = few_shot(LABELS, NAMES, 5, seed=0, task="t")
     # golden values: PCG64 with SeedSequence([seed, crc32(task)]) is platform-independent
     assert s.train.tolist() == few_shot(LABELS, NAMES, 5, seed=0, task="t").train.tolist()
-    assert s.train.tolist() == GOLDEN_SEED0
+    assert s.train.tolist() == GOLDEN_TRAIN_SEED0
+    assert s.val.tolist() == GOLDEN_VAL_SEED0
     assert few_shot(LABELS, NAMES, 5, seed=1, task="t").train.tolist() != s.train.tolist()
     assert few_shot(LABELS, NAMES, 5, seed=0, task="u").train.tolist() != s.train.tolist()
 
 
-GOLDEN_SEED0 = [23, 1, 9, 13, 7, 35, 30, 42, 55, 44, 62, 86, 68, 70, 73, 94, 106, 90, 96, 101]
+# 5 shots of each of 4 classes, drawn as [23, 1, 9, 13, 7], [35, 30, 42, 55, 44], ...: the first
+# shot of each class validates, the other four train.
+GOLDEN_TRAIN_SEED0 = [1, 9, 13, 7, 30, 42, 55, 44, 86, 68, 70, 73, 106, 90, 96, 101]
+GOLDEN_VAL_SEED0 = [23, 35, 62, 94]
 
 
-@pytest.mark.parametrize("shots", [1, 2, 5, 20])
-def test_validation_is_the_first_fifth_of_each_class_shots(shots):
+@pytest.mark.parametrize("shots", [2, 5, 20])
+def test_validation_shots_are_held_out_of_training(shots):
     s = few_shot(LABELS, NAMES, shots, seed=3, task="t")
-    assert len(s.train) == 4 * shots
     n_val = math.ceil(0.2 * shots)
+    assert n_val == val_shots(shots)
+    assert len(s.val) == 4 * n_val and len(s.train) == 4 * (shots - n_val)
+    assert not set(s.val.tolist()) & set(s.train.tolist())
     for c in range(4):
-        shots_c = s.train[c * shots : (c + 1) * shots]
-        assert set(LABELS[shots_c]) == {c}
-        assert s.val[c * n_val : (c + 1) * n_val].tolist() == shots_c[:n_val].tolist()
-    if shots == 1:
-        assert s.val.tolist() == s.train.tolist()
+        assert set(LABELS[s.val[c * n_val : (c + 1) * n_val]]) == {c}
+        assert set(LABELS[s.train[c * (shots - n_val) : (c + 1) * (shots - n_val)]]) == {c}
+    # the held-out shots are the first of each class's draw: more shots only add training images
+    more = few_shot(LABELS, NAMES, shots + 5, seed=3, task="t")
+    assert len(more.val) >= len(s.val)
+
+
+def test_one_shot_validates_on_the_training_image():
+    s = few_shot(LABELS, NAMES, 1, seed=3, task="t")
+    assert val_shots(1) == 0
+    assert len(s.train) == 4 and s.val.tolist() == s.train.tolist()
 
 
 def test_multilabel_sampler_covers_every_class():
@@ -47,13 +60,14 @@ def test_multilabel_sampler_covers_every_class():
     multi[np.arange(60), np.arange(60) % 5] = 1
     s = few_shot(multi, list("abcde"), 3, seed=0, task="m")
     assert len(set(s.train.tolist())) == len(s.train)
+    assert not set(s.val.tolist()) & set(s.train.tolist())
     for c in range(5):
-        assert multi[s.train, c].sum() >= 3
+        assert multi[s.train, c].sum() >= 2 and multi[s.val, c].sum() >= 1
 
 
 def test_too_many_shots_and_empty_classes_are_named():
     uneven = np.concatenate([LABELS[LABELS != 1], np.ones(12, dtype=int)])
-    assert len(few_shot(uneven, NAMES, 12, seed=0, task="t").train) == 48
+    assert len(few_shot(uneven, NAMES, 12, seed=0, task="t").train) == 4 * (12 - 3)
     with pytest.raises(
         MvlptError, match="task 't': 13 shots asked but class 'b' has only 12 training images"
     ):

@@ -18,7 +18,8 @@ def test_image_rows_are_the_cells_k_shot_sample_features(tiny, toy_tasks):
     cache = FeatureCache()
     rows = image_rows(tiny, task, shots=3, seed=1, cache=cache, name="five")
     sample = few_shot(task.source.labels("train"), task.classnames, 3, 1, task.name)
-    expected = cache.features(tiny, task, "train", sample.train).numpy()
+    drawn = np.concatenate([sample.val, sample.train])  # the K shots: validation and training
+    expected = cache.features(tiny, task, "train", drawn).numpy()
     assert len(rows) == 15 and {r["task"] for r in rows} == {"five"}
     assert np.array_equal(np.stack([r["vector"] for r in rows]), expected.astype(np.float32))
     per_class = {c: sum(r["item"] == c for r in rows) for c in task.classnames}

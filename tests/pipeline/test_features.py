@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.cell import make_cell
 from pipeline.features import FeatureCache
-from pipeline.loop import Recipe
-from pipeline.run import Context, make_cell, run
+from pipeline.recipe import Recipe
+from pipeline.run import Context, run
 
 
 def test_each_image_is_encoded_once_per_process(tiny, toy_tasks):

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.errors import MvlptError
-from pipeline.loop import Recipe, epochs_for, loss_fn, lr_at, score, train
+from pipeline.loop import TrainSet, epoch_batches, epochs_for, joint_loss, loss_fn, lr_at, score, train
 from pipeline.methods import build_method
+from pipeline.recipe import Recipe
 
 
 def test_accuracy_and_mean_per_class():
@@ -59,7 +61,8 @@ def test_min_steps_gives_a_small_training_set_more_epochs(tiny):
     method = build_method("coop", tiny, ["a", "b"], {"n_ctx": 2}, seed=0)
     x = tiny.encode_image(torch.rand(8, 3, 32, 32))
     y = torch.tensor([0, 1] * 4)
-    out = train(method, x, y, x, y.numpy(), "accuracy", Recipe(epochs=2, batch_size=4, min_steps=10), seed=0)
+    data = TrainSet.single(x, y, 2)
+    out = train(method, data, x, y.numpy(), "accuracy", Recipe(epochs=2, batch_size=4, min_steps=10), seed=0)
     assert out.epochs_run == len(out.history) == 5
     with pytest.raises(MvlptError, match="min_steps"):
         Recipe(min_steps=-1)
@@ -76,7 +79,8 @@ def test_best_validation_prompt_is_kept(tiny):
     method = build_method("coop", tiny, ["a", "b"], {"n_ctx": 2}, seed=0)
     x = tiny.encode_image(torch.rand(8, 3, 32, 32))
     y = torch.tensor([0, 1] * 4)
-    out = train(method, x, y, x, y.numpy(), "accuracy", Recipe(epochs=6, lr=5.0, warmup_epochs=0), seed=0)
+    data = TrainSet.single(x, y, 2)
+    out = train(method, data, x, y.numpy(), "accuracy", Recipe(epochs=6, lr=5.0, warmup_epochs=0), seed=0)
     assert len(out.history) == 6 and out.epochs_run == 6
     best = max(out.history)
     assert out.val_value >= best
@@ -91,3 +95,78 @@ def test_recipe_rejects_bad_values():
         Recipe(precision="fp8")
     with pytest.raises(MvlptError, match="batch_size"):
         Recipe(batch_size=0)
+
+
+def _joint_set(n_target: int, n_source: int, label_space: str, sampling: str) -> TrainSet:
+    task = torch.tensor([0] * n_target + [1] * n_source)
+    targets = torch.tensor([i % 3 for i in range(n_target)] + [3 + i % 2 for i in range(n_source)])
+    x = torch.zeros(n_target + n_source, 4)
+    return TrainSet(x, targets, task, (slice(0, 3), slice(3, 5)), label_space, sampling)
+
+
+def test_per_task_loss_sends_no_gradient_from_a_source_image_through_the_target_logits():
+    data = _joint_set(2, 2, "per_task", "paired")
+    logits = torch.randn(4, 5, requires_grad=True)
+    joint_loss(logits, data.targets, data.task, data).backward()
+    assert (logits.grad[2:, :3] == 0).all()  # source images: nothing through the target's slots
+    assert (logits.grad[:2, 3:] == 0).all()  # and the reverse
+    assert (logits.grad[2:, 3:] != 0).all() and (logits.grad[:2, :3] != 0).all()
+    # paired: the target's term is its single cell's loss, the source's is added to it
+    single = F.cross_entropy(logits[:2, :3], data.targets[:2])
+    source = F.cross_entropy(logits[2:, 3:], data.targets[2:] - 3)
+    assert joint_loss(logits, data.targets, data.task, data).item() == pytest.approx((single + source).item())
+
+    union = _joint_set(2, 2, "union", "concat")
+    logits.grad = None
+    joint_loss(logits, union.targets, union.task, union).backward()
+    assert (logits.grad[2:, :3] != 0).all()  # one softmax over every slot
+    expected = F.cross_entropy(logits, union.targets)  # concat: the batch's mean
+    assert joint_loss(logits, union.targets, union.task, union).item() == pytest.approx(expected.item())
+
+
+def test_paired_batches_are_the_single_cells_plus_as_many_source_images():
+    recipe = Recipe(epochs=3, batch_size=4, min_steps=10)
+    single = epoch_batches(10, 0, recipe, seed=2, sampling="paired")
+    paired = epoch_batches(10, 7, recipe, seed=2, sampling="paired")
+    assert len(single) == len(paired) == epochs_for(recipe, 10)  # epochs counted over the target
+    drawn = []
+    for alone, together in zip(single, paired, strict=True):
+        assert len(alone) == len(together)
+        for a, b in zip(alone, together, strict=True):
+            assert b[: len(a)].tolist() == a.tolist()  # the same target batch, step for step
+            assert len(b) == 2 * len(a) and all(10 <= int(i) < 17 for i in b[len(a) :])
+            drawn += b[len(a) :].tolist()
+    counts = np.bincount(np.asarray(drawn) - 10)
+    assert counts.max() - counts.min() <= 1  # the source stream walks permutations: even exposure
+    assert (
+        epoch_batches(10, 7, recipe, seed=3, sampling="paired")[0][0][4:].tolist()
+        != paired[0][0][4:].tolist()
+    )
+    concat = epoch_batches(10, 7, recipe, seed=2, sampling="concat")
+    assert len(concat) == epochs_for(recipe, 17)  # epochs counted over both
+    assert all(sorted(torch.cat(e).tolist()) == list(range(17)) for e in concat)
+
+
+def test_a_joint_cell_feeds_the_target_batches_of_its_single_cell(tiny):
+    x_t, x_s = tiny.encode_image(torch.rand(6, 3, 32, 32)), tiny.encode_image(torch.rand(4, 3, 32, 32))
+    y_t, y_s = torch.tensor([0, 1, 2] * 2), torch.tensor([0, 1] * 2)
+    recipe = Recipe(epochs=2, batch_size=4, lr=0.1, warmup_epochs=0)
+
+    def fed(data: TrainSet) -> list[torch.Tensor]:
+        method = build_method("coop", tiny, ["a", "b", "c", "d", "e"][: data.slots[-1].stop], {"n_ctx": 2})
+        seen, logits = [], method.logits
+        method.logits = lambda x: (seen.append(x.detach().clone()), logits(x))[1]
+        train(method, data, x_t, y_t.numpy(), "accuracy", recipe, seed=0)
+        return seen
+
+    alone = fed(TrainSet.single(x_t, y_t, 3))
+    joint = TrainSet(
+        torch.cat([x_t, x_s]),
+        torch.cat([y_t, 3 + y_s]),
+        torch.tensor([0] * 6 + [1] * 4),
+        (slice(0, 3), slice(3, 5)),
+    )
+    together = fed(joint)
+    assert len(alone) == len(together) == 4  # the single cell's steps: 2 epochs of 2 batches
+    for a, b in zip(alone, together, strict=True):
+        assert torch.equal(b[: len(a)], a) and len(b) == 2 * len(a)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipeline.cell import make_cell
 from pipeline.errors import MvlptError
-from pipeline.loop import Recipe, train
+from pipeline.loop import TrainSet, train
 from pipeline.methods import (
     METHODS,
     average_states,
@@ -15,7 +16,8 @@ from pipeline.methods import (
     method_config,
     save_state,
 )
-from pipeline.run import make_cell, run
+from pipeline.recipe import Recipe
+from pipeline.run import run
 
 FIVE = ["red square", "green disc", "blue bar", "grey ring", "pink star"]
 THREE = ["apple", "boat", "cloud"]
@@ -41,7 +43,7 @@ def test_prompt_tuned_on_five_classes_loads_into_three_and_tunes_on(name, tiny, 
 
     x = _inputs(target, tiny, 6)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    out = train(target, x, y, x, y.numpy(), "accuracy", recipe, seed=0)
+    out = train(target, TrainSet.single(x, y, 3), x, y.numpy(), "accuracy", recipe, seed=0)
     assert out.epochs_run == 3
     now = target.prompt_state()["tensors"]
     assert any(not torch.equal(now[k], state["tensors"][k]) for k in state["tensors"])  # it tuned on
@@ -135,7 +137,8 @@ def test_gated_prompts_start_at_zero_shot_and_tune_away_from_it(name, config, ti
     start = gap()
     assert start < 1e-4  # gates at zero (and UPT's text offset at zero): the zero-shot model
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    train(method, images, y, images, y.numpy(), "accuracy", Recipe(epochs=3, lr=0.1, warmup_epochs=0), seed=0)
+    recipe = Recipe(epochs=3, lr=0.1, warmup_epochs=0)
+    train(method, TrainSet.single(images, y, 3), images, y.numpy(), "accuracy", recipe, seed=0)
     state = method.prompt_state()["tensors"]
     assert state["gates"].abs().min() > 0  # every layer's gate opened
     assert gap() > 10 * max(start, 1e-5)  # and the prompts moved the model away from zero-shot

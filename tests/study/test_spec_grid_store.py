@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+from pipeline.cell import cell_id
 from pipeline.errors import MvlptError
-from pipeline.run import cell_id
 from study.grid import expand
 from study.spec import load_spec, spec_from_dict
 from study.store import Store
@@ -187,8 +187,9 @@ def test_store_at_a_filesystem_uri(tmp_path):
 
 
 def test_init_transfer_starts_from_the_stored_source_prompts_averaged(toy_tasks, tmp_path):
+    from pipeline.cell import dependencies
     from pipeline.methods import average_states
-    from pipeline.run import dependencies, run
+    from pipeline.run import run
     from study.schedule import Job, run_one
 
     spec = spec_from_dict({**SMALL, "stages": ["transfer"], "modes": ["init"], "source_seeds": [0, 1]})
@@ -226,9 +227,10 @@ def _table_of(store):
 def test_study_embeddings_and_designed_similarities_are_written_beside_the_cells(tmp_path):
     import pyarrow.parquet as pq
 
+    from pipeline.cell import make_cell
     from pipeline.data.suite import SUITE, similarity_matrix
     from pipeline.embed import prompt_vector
-    from pipeline.run import make_cell, run
+    from pipeline.run import run
     from study.embed import DESIGNED, EMBEDDINGS, write_embeddings
 
     tasks = ["glyph-kinds", "sizes", "shapes"]
@@ -270,3 +272,16 @@ def test_designed_similarities_only_for_builtin_tasks(toy_tasks):
 
     assert designed_table(["toy-five", "shapes"]) is None
     assert designed_table(["shapes", "colors"]).num_rows == 2 * 4
+
+
+def test_a_result_row_has_exactly_the_store_columns():
+    from pipeline.cell import make_cell
+    from pipeline.run import CellResult
+    from study.store import SCHEMA
+
+    cell = make_cell("coop", "t", source="s", mode="joint")
+    row = CellResult.failed(cell, "abc", "ValueError: boom").row()
+    assert set(row) | {"study", "prompt_path"} == set(SCHEMA.names)
+    assert (
+        row["status"] == "failed" and row["error"] == "ValueError: boom" and row["label_space"] == "per_task"
+    )

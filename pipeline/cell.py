@@ -1,0 +1,156 @@
+"""A cell of the study: what determines one result, the cells it needs, and its content identity."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pipeline.errors import MvlptError
+from pipeline.recipe import Recipe
+
+STAGES = ("zeroshot", "single", "transfer")  # also the order in which they run and are listed
+MODES = ("init", "joint")
+# Joint mode: each task keeps its own class slots; a training image's softmax runs over its own
+# task's slots (`per_task`) or over every slot of the joint label space (`union`, the reference's).
+LABEL_SPACES = ("per_task", "union")
+# Joint mode: `paired` takes the target's single-cell batches step for step plus as many source
+# images; `concat` shuffles one concatenation of both and counts epochs over both (the reference's).
+JOINT_SAMPLINGS = ("paired", "concat")
+# 2: validation shots held out of training, per-task label slots, label_space and joint_sampling.
+# Cells of version 1 computed other numbers: a study folder of version 1 is not resumed.
+IDENTITY_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Everything that determines one result. `method_config` holds (key, value) pairs."""
+
+    method: str
+    target: str
+    stage: str = "single"
+    mode: str | None = None
+    source: str | None = None
+    backbone: str = "tiny"
+    shots: int = 5
+    seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+    method_config: tuple = ()
+    source_seeds: tuple[int, ...] = ()  # init mode: average the source prompt over these seeds
+    metric: str | None = None  # overrides the target task's own metric
+    label_space: str | None = None  # joint mode only; None there means the first of LABEL_SPACES
+    joint_sampling: str | None = None  # joint mode only; None there means the first of JOINT_SAMPLINGS
+
+    def __post_init__(self):
+        object.__setattr__(self, "method_config", tuple(sorted(dict(self.method_config).items())))
+        object.__setattr__(self, "source_seeds", tuple(self.source_seeds))
+        if self.stage not in STAGES:
+            raise MvlptError(f"unknown stage '{self.stage}' (known: {', '.join(STAGES)})")
+        if (self.stage == "zeroshot") != (self.method == "zeroshot"):
+            raise MvlptError("the zeroshot stage goes with the zeroshot method and only with it")
+        if self.stage == "transfer":
+            if self.mode not in MODES:
+                raise MvlptError(f"a transfer cell needs --mode init or joint, got {self.mode!r}")
+            if not self.source:
+                raise MvlptError("a transfer cell needs a source task (--source)")
+        elif self.source or self.mode:
+            raise MvlptError(f"a {self.stage} cell takes no source task or mode")
+        if self.source_seeds and self.mode != "init":
+            raise MvlptError("source seeds only apply to init-mode transfer")
+        self._check_joint_options()
+        if self.shots < 1:
+            raise MvlptError(f"shots must be at least 1, got {self.shots}")
+        if self.seed < 0:
+            raise MvlptError(f"seed must be non-negative, got {self.seed}")
+        from pipeline.data.tasks import METRICS
+
+        if self.metric is not None and self.metric not in METRICS:
+            raise MvlptError(f"unknown metric '{self.metric}' (known: {', '.join(METRICS)})")
+
+    def _check_joint_options(self) -> None:
+        options = {"label_space": LABEL_SPACES, "joint_sampling": JOINT_SAMPLINGS}
+        for name, known in options.items():
+            value = getattr(self, name)
+            if self.mode != "joint":
+                if value is not None:
+                    raise MvlptError(f"{name} applies to joint-mode transfer only")
+                continue
+            if value is None:
+                object.__setattr__(self, name, known[0])
+            elif value not in known:
+                raise MvlptError(f"unknown {name} '{value}' (known: {', '.join(known)})")
+
+    @property
+    def config(self) -> dict:
+        return dict(self.method_config)
+
+
+def dependencies(cell: Cell) -> list[Cell]:
+    """Cells whose results this cell needs: an init transfer needs its source's single cells."""
+    if cell.stage != "transfer" or cell.mode != "init":
+        return []
+    seeds = cell.source_seeds or (cell.seed,)
+    return [
+        dataclasses.replace(
+            cell,
+            stage="single",
+            mode=None,
+            source=None,
+            target=cell.source,
+            seed=s,
+            source_seeds=(),
+        )
+        for s in seeds
+    ]
+
+
+def cell_id(cell: Cell) -> str:
+    """Content hash of everything that determines the cell's result, its dependencies included."""
+    from pipeline.clip import backbone_identity, parse_backbone
+    from pipeline.data import resolve_task
+    from pipeline.methods import method_config
+
+    payload = {
+        "v": IDENTITY_VERSION,
+        "method": cell.method,
+        "config": dataclasses.asdict(method_config(cell.method, cell.config)),
+        "backbone": backbone_identity(parse_backbone(cell.backbone)),
+        "stage": cell.stage,
+        "target": resolve_task(cell.target).identity,
+        "metric": cell.metric,
+    }
+    if cell.stage != "zeroshot":  # zero-shot reads the whole test split: no sample, no training
+        payload.update(shots=cell.shots, seed=cell.seed, recipe=dataclasses.asdict(cell.recipe))
+    if cell.stage == "transfer":
+        payload.update(mode=cell.mode, source=resolve_task(cell.source).identity)
+        payload["depends_on"] = [cell_id(d) for d in dependencies(cell)]
+    if cell.mode == "joint":
+        payload.update(label_space=cell.label_space, joint_sampling=cell.joint_sampling)
+    blob = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def make_cell(
+    method: str,
+    target: str,
+    *,
+    source: str | None = None,
+    mode: str | None = None,
+    method_config: Mapping | None = None,
+    recipe: Recipe | None = None,
+    **kw,
+) -> Cell:
+    """A Cell with the stage inferred: zeroshot for the zeroshot method, transfer with a source."""
+    stage = "zeroshot" if method == "zeroshot" else ("transfer" if source or mode else "single")
+    return Cell(
+        method=method,
+        target=target,
+        stage=stage,
+        mode=mode,
+        source=source,
+        method_config=tuple((method_config or {}).items()),
+        recipe=recipe or Recipe(),
+        **kw,
+    )
