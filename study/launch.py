@@ -233,18 +233,25 @@ def plan_study(spec: StudySpec) -> tuple[Store, Plan, str]:
 
 
 def dry_run_table(spec: StudySpec) -> str:
-    """The grid's counts per stage and method, what is done and what is left; runs nothing."""
-    store, plan, _ = plan_study(spec)
-    done = plan.done_per()
-    counts = Counter((c.stage, c.method) for c in plan.cells)
+    """The grid's counts per stage and method, what is done and what is left; runs nothing. A new
+    folder needs no cell identities (so no data or weights): nothing in it is done."""
+    from study.grid import expand
+
+    store = Store(study_location(spec))
+    if store.cell_files():
+        _, plan, _ = plan_study(spec)
+        cells, done = plan.cells, plan.done_per()
+    else:
+        check_folder(spec, store)
+        cells, done = list(expand(spec).cells), Counter()
+    counts = Counter((c.stage, c.method) for c in cells)
     lines = [
-        f"study {spec.name} -> {store.location}: {len(plan.cells)} cells",
+        f"study {spec.name} -> {store.location}: {len(cells)} cells",
         f"{'stage':<10} {'method':<9} {'cells':>7} {'done':>7} {'to run':>7}",
     ]
     for (stage, method), n in sorted(counts.items(), key=lambda kv: (STAGE_RANK[kv[0][0]], kv[0][1])):
-        lines.append(
-            f"{stage:<10} {method:<9} {n:>7} {done[(stage, method)]:>7} {n - done[(stage, method)]:>7}"
-        )
+        finished = done[(stage, method)]
+        lines.append(f"{stage:<10} {method:<9} {n:>7} {finished:>7} {n - finished:>7}")
     return "\n".join(lines)
 
 

@@ -285,3 +285,18 @@ def test_a_result_row_has_exactly_the_store_columns():
     assert (
         row["status"] == "failed" and row["error"] == "ValueError: boom" and row["label_space"] == "per_task"
     )
+
+
+def test_a_worker_that_identifies_a_cell_otherwise_fails_it_under_the_planned_id(toy_tasks, tmp_path):
+    from pipeline.cell import make_cell
+    from study.schedule import Job, run_one
+
+    store = Store(tmp_path / "s")
+    store.create()
+    cell = make_cell("coop", "toy-three", shots=2, backbone="tiny")
+    job = Job("s", str(tmp_path / "s"), (cell,), ("planned0000000000000",), ((),), 1, "cpu", None)
+    assert run_one(job, 0, "node") == "failed"
+    rows = store.read().to_pylist()
+    assert [r["cell_id"] for r in rows] == ["planned0000000000000"]  # never a second id
+    assert rows[0]["status"] == "failed" and "identity mismatch" in rows[0]["error"]
+    assert cell_id(cell) in rows[0]["error"]

@@ -1,7 +1,8 @@
 """A small study end to end on Ray: resume after kill -9, failures, two nodes, status mid-run.
 
-The spec is 2 methods x 3 tasks x 2 seeds (joint transfer, diagonal included): 51 cells on the
-tiny backbone, tasks as image folders so that every Ray worker can read them.
+The spec is 2 methods x 3 tasks x 2 seeds, init and joint transfer (diagonal included, init cells
+starting from the source prompt averaged over both seeds): 87 cells on the tiny backbone, tasks as
+image folders so that every Ray worker can read them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ backbone = "tiny"
 tasks = [{tasks}]
 shots = [2]
 seeds = [0, 1]
-modes = ["joint"]
+modes = ["init", "joint"]
+source_seeds = [0, 1]
 [methods.coop]
 n_ctx = 4
 [methods.vpt]
@@ -37,7 +39,8 @@ lr = 0.05
 cpu = 1
 gpu = 0.25
 """
-N_CELLS = 3 + 2 * 3 * 2 + 2 * 9 * 2
+N_CELLS = 3 + 2 * 3 * 2 + 2 * 9 * 2 * 2
+N_BEFORE_TRANSFER = 3 + 2 * 3 * 2
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +84,13 @@ def test_dry_run_counts(study_spec, tmp_path):
     out = _cli("run", str(study_spec), "--out", str(tmp_path), "--dry-run")
     assert out.returncode == 0, out.stderr
     assert f"{N_CELLS} cells" in out.stdout
-    assert "transfer   coop           18" in out.stdout and "zeroshot   zeroshot        3" in out.stdout
+    assert "transfer   coop           36" in out.stdout and "zeroshot   zeroshot        3" in out.stdout
 
 
 def test_uninterrupted_run_is_complete(reference):
     assert len(reference) == N_CELLS and set(reference.status) == {"ok"}
     assert set(reference.stage) == {"zeroshot", "single", "transfer"}
+    assert set(reference["mode"].dropna()) == {"init", "joint"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
@@ -130,7 +134,8 @@ def test_kill_minus_nine_then_resume_gives_the_same_study(study_spec, reference,
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(folder.glob("*.parquet"))) < 10:
+    # kill inside the transfer stage, whose init cells start from stored source prompts
+    while time.monotonic() < deadline and len(list(folder.glob("*.parquet"))) < N_BEFORE_TRANSFER + 6:
         time.sleep(0.2)
     # status while the study is writing: instant, and without torch or ray
     probe = (
@@ -145,12 +150,54 @@ def test_kill_minus_nine_then_resume_gives_the_same_study(study_spec, reference,
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, Ray and its workers, mid-write
     proc.wait()
     partial = len(list(folder.glob("*.parquet")))
-    assert 10 <= partial < N_CELLS
+    assert N_BEFORE_TRANSFER + 6 <= partial < N_CELLS
     resumed = _cli("resume", str(folder), "--quiet", "--cpus", "2", cache=str(tmp_path / "cache"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     table = _table(folder)
     assert list(table.index) == list(reference.index)
     assert (table.value == reference.value).all()  # identical to the last digit
+
+
+def test_an_init_only_study_starts_each_target_from_the_averaged_source_prompts(study_spec, tmp_path):
+    from pipeline.cell import Cell
+    from pipeline.recipe import Recipe
+    from pipeline.run import run
+    from study.launch import spec_of_folder
+    from study.store import Store
+
+    pets, cars = (str(study_spec.parent / name) for name in ("pets", "cars"))
+    spec = tmp_path / "i.toml"
+    spec.write_text(
+        f'name = "i"\nbackbone = "tiny"\ntasks = ["{pets}", "{cars}"]\nshots = [2]\nseeds = [0, 1]\n'
+        'modes = ["init"]\nsource_seeds = [0, 1]\n'
+        "[methods.coop]\nn_ctx = 2\n[recipe]\nepochs = 1\nlr = 0.05\n"
+    )
+    out = _cli(
+        "run", str(spec), "--out", str(tmp_path), "--quiet", "--cpus", "2", cache=str(tmp_path / "cache")
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = _table(tmp_path / "i")
+    assert len(table) == 2 + 4 + 8 and set(table.status) == {"ok"}
+    assert set(table[table.stage == "transfer"]["mode"]) == {"init"}
+    # a stored init cell is what run() gives from the source's two stored prompts, averaged
+    row = table[(table.stage == "transfer") & (table.source == pets) & (table.target == cars)].iloc[0]
+    singles = table[(table.stage == "single") & (table.target == pets)].sort_values("seed")
+    store = Store(tmp_path / "i")
+    recipe = dict(spec_of_folder(str(tmp_path / "i")).recipe)
+    cell = Cell(
+        method="coop",
+        target=cars,
+        stage="transfer",
+        mode="init",
+        source=pets,
+        shots=2,
+        seed=int(row.seed),
+        recipe=Recipe(**recipe),
+        method_config=(("n_ctx", 2),),
+        source_seeds=(0, 1),
+    )
+    again = run(cell, source_state=[store.load_prompt(i) for i in singles.index])
+    assert again.cell_id == row.name and again.value == row.value
 
 
 def _swap_bytes_keep_stat(path: Path, data: bytes) -> None:
