@@ -272,6 +272,16 @@ def _relabellings(n: int, n_perm: int, rng: np.random.Generator) -> np.ndarray:
     return np.argsort(rng.random((n_perm, n)), axis=-1)
 
 
+def _clip(statistics, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intervals kept within each statistic's range (rank correlations -1..1, NDCG 0..1, regret >= 0):
+    the normal approximation can step past it when there are few tasks."""
+    bounds = {"spearman": (-1, 1), "kendall": (-1, 1), "ndcg": (0, 1), "regret": (0, np.inf)}
+    bounds["rel_regret"] = (0, np.inf)
+    low = np.array([bounds[STATISTICS[st][0]][0] for st in statistics], float)
+    high = np.array([bounds[STATISTICS[st][0]][1] for st in statistics], float)
+    return np.clip(lo, low, high), np.clip(hi, low, high)
+
+
 def _p_value(observed: float, null: np.ndarray, direction: str, centre: float) -> float:
     null = null[np.isfinite(null)]
     if not np.isfinite(observed) or null.size == 0:
@@ -390,7 +400,7 @@ def per_target_summary(
                 warnings.simplefilter("ignore", RuntimeWarning)  # a statistic undefined everywhere stays NaN
                 centre = np.nanmean(null, axis=1)
                 half = z * np.nanstd(null, axis=1, ddof=1)
-            lo, hi = np.array(observed) - half, np.array(observed) + half
+            lo, hi = _clip(statistics, np.array(observed) - half, np.array(observed) + half)
             for k, st in enumerate(statistics):
                 ref = 0.0 if st in RANK_STATS else centre[k]
                 pv[k] = _p_value(observed[k], null[k], STATISTICS[st][2], ref)

@@ -827,24 +827,16 @@ def _shared_words(a: str, b: str) -> tuple[float, float]:
     return aligned / union, (len(shared) - aligned) / union
 
 
-# name -> (a one-line meaning for the report, the function of two task names)
+# name -> its value for two task names (the report explains each kind in one line)
 RELATIONS = {
-    "same_factor": (
-        "1 when the two tasks label a common factor (shape, colour, background colour, ...), else 0",
-        lambda a, b: float(bool(_labelled_factors(SUITE[a]) & _labelled_factors(SUITE[b]))),
-    ),
-    "aligned_words": (
-        "share of the two tasks' class-name words that both use to name the same factor",
-        lambda a, b: round(_shared_words(a, b)[0], 6),
-    ),
-    "crossed_words": (
-        "share of the two tasks' class-name words that they use to name different factors",
-        lambda a, b: round(_shared_words(a, b)[1], 6),
-    ),
-    "same_domain": (
-        "1 when the two tasks come from the same renderer and scene kind (their domain), else 0",
-        lambda a, b: float(SUITE[a]["domain"] == SUITE[b]["domain"]),
-    ),
+    # 1 when the two tasks label a common factor (shape, colour, background colour, ...)
+    "same_factor": lambda a, b: float(bool(_labelled_factors(SUITE[a]) & _labelled_factors(SUITE[b]))),
+    # share of the two tasks' class-name words that both use to name the same factor
+    "aligned_words": lambda a, b: round(_shared_words(a, b)[0], 6),
+    # share of the two tasks' class-name words that they use to name different factors
+    "crossed_words": lambda a, b: round(_shared_words(a, b)[1], 6),
+    # 1 when the two tasks come from the same renderer and scene kind (their domain)
+    "same_domain": lambda a, b: float(SUITE[a]["domain"] == SUITE[b]["domain"]),
 }
 # every designed kind written per pair: the two similarities, then the relations
 DESIGNED_KINDS = ("visual", "label", *RELATIONS)
@@ -854,7 +846,7 @@ def similarity_matrix(kind: str = "visual") -> tuple[list[str], np.ndarray]:
     """(task names, (20, 20) matrix) of a designed kind: 'visual', 'label' or a RELATIONS name."""
     if kind not in DESIGNED_KINDS:
         raise ValueError(f"unknown designed kind {kind!r}; known: {', '.join(DESIGNED_KINDS)}")
-    fn = {"visual": visual_similarity, "label": label_similarity}.get(kind) or RELATIONS[kind][1]
+    fn = {"visual": visual_similarity, "label": label_similarity, **RELATIONS}[kind]
     names = list(SUITE)
     return names, np.array([[fn(a, b) for b in names] for a in names])
 
