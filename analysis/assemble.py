@@ -333,8 +333,13 @@ def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None
     floor = noise_floor(part, noise)
     off = part[(part["source"] != part["target"])]["gain_pts"].dropna()
     total = float(off.var()) if len(off) > 1 else float("nan")
-    # noise share of the total sum of squares, comparable with the decomposition's shares
-    noise_share = floor / total if noise.measured and total > 0 else float("nan")
+    # the seed noise the pairwise residual holds, as a share of the total sum of squares (comparable
+    # with the decomposition's shares): floor x the residual's degrees of freedom (cells minus the
+    # mean, source and target effects) over the total sum of squares
+    n_tasks = int(np.isfinite(d.source.to_numpy(float)).sum())
+    resid_df = max(d.n_cells - (2 * n_tasks - 1), 0)
+    ss_total = total * (d.n_cells - 1)
+    noise_share = floor * resid_df / ss_total if noise.measured and ss_total > 0 else float("nan")
     errors = cell_errors(part, noise)
     parts["noise"].append(
         {
