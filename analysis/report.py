@@ -449,6 +449,12 @@ def _noise_display(a: Analysis) -> pd.DataFrame:
 
 def _decomposition_display(a: Analysis) -> pd.DataFrame:
     d = a.decomposition
+    if a.noise is not None:  # the seed noise beside the shares: how much of the pairwise part it is
+        d = d.merge(
+            a.noise[[*SETTING_KEYS, "noise_share", "pairwise_above_noise"]], on=SETTING_KEYS, how="left"
+        )
+    else:
+        d = d.assign(noise_share=np.nan, pairwise_above_noise=np.nan)
     pct = lambda x: f"{100 * x:.1f}%" if finite(x) else "n/a"  # noqa: E731
     return pd.DataFrame(
         {
@@ -457,6 +463,8 @@ def _decomposition_display(a: Analysis) -> pd.DataFrame:
             "source effect": d["share_source"].map(pct),
             "target effect": d["share_target"].map(pct),
             "interaction (pairwise)": d["share_residual"].map(pct),
+            "of which seed noise": d["noise_share"].map(lambda x: pct(x) if finite(x) else "unmeasured"),
+            "pairwise above noise": d["pairwise_above_noise"].map(pct),
             "cross term": d["share_cross"].map(pct),
             "additive R²": d["r2_additive"].map(lambda x: _num(x, 3)),
             "cells": d["n_cells"],

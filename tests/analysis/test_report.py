@@ -299,4 +299,7 @@ def test_extra_seeds_on_some_pairs_measure_the_noise_of_every_pair(tmp_path):
         for line in report.lines
     )
     assert "NOISE UNMEASURED" not in report.text
-    assert "Outlined cells: mean gain more than 2 standard errors from zero" in report.html.read_text()
+    page = report.html.read_text()
+    assert "Outlined cells: mean gain more than 2 standard errors from zero" in page
+    assert "of which seed noise" in page  # the decomposition's column beside the pairwise share
+    assert 0 < noise["noise_share"] <= noise["pairwise_share"]
