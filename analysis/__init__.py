@@ -1,5 +1,6 @@
 """Pure functions on result tables and arrays: gains, similarities, statistics, and the report."""
 
+from analysis.assemble import Analysis, analyse
 from analysis.decompose import Decomposition, additive_fit, decompose, residual_spearman
 from analysis.gains import (
     gain_matrix,
@@ -11,7 +12,11 @@ from analysis.gains import (
     task_names,
     zeroshot_values,
 )
+from analysis.load import load_study
+from analysis.model import ModelFit, crossed_effects
+from analysis.noise import SeedNoise, cell_errors, noise_floor, reliability, seed_noise
 from analysis.order import average_linkage_order, profile_distance, similarity_order, task_order
+from analysis.pertarget import per_target_summary, per_target_table
 from analysis.ranking import ndcg_at_k, random_ranking, rank_sources, ranking_summary, regret_at_k
 from analysis.relate import similarity_correlations
 from analysis.similarity import (
@@ -36,7 +41,19 @@ from analysis.stats import (
 from analysis.summary import best_sources, correlation_table, method_summary
 
 __all__ = [
+    "Analysis",
     "Decomposition",
+    "ModelFit",
+    "SeedNoise",
+    "analyse",
+    "cell_errors",
+    "crossed_effects",
+    "load_study",
+    "noise_floor",
+    "per_target_summary",
+    "per_target_table",
+    "reliability",
+    "seed_noise",
     "Estimate",
     "additive_fit",
     "arrays_by_task",

@@ -30,7 +30,10 @@ from analysis.load import (
     prompt_arrays,
     prompt_methods,
 )
+from analysis.model import crossed_effects
+from analysis.noise import cell_errors, noise_floor, reliability, seed_noise
 from analysis.order import similarity_order, task_order
+from analysis.pertarget import per_target_summary
 from analysis.ranking import ranking_summary
 from analysis.relate import similarity_correlations
 from analysis.similarity import label_best_match, label_similarity, prompt_similarity, visual_similarity
@@ -43,15 +46,41 @@ METHOD_ORDER = ("zeroshot", "coop", "vpt", "upt")
 SIMILARITIES = {
     "designed_visual": ("designed visual", "designed visual similarity (0 to 1)"),
     "designed_label": ("designed label", "designed label similarity (0 to 1)"),
+    "same_factor": ("same factor", "same labelled factor (designed, 0 or 1)"),
+    "aligned_words": ("aligned words", "shared words naming the same factor (designed, share)"),
+    "crossed_words": ("crossed words", "shared words naming different factors (designed, share)"),
+    "same_domain": ("same domain", "same renderer and scene kind (designed, 0 or 1)"),
     "visual": ("visual", "visual similarity (cosine of mean image embeddings)"),
     "label": ("label", "label similarity (cosine of mean label embeddings)"),
     "label_match": ("label best-match", "label best-match similarity (mean best cosine)"),
     "prompt": ("prompt", "prompt similarity (cosine of learned prompts)"),
 }
 PAIRS = (("visual", "label"), ("designed_visual", "designed_label"))  # partial correlation, regression
+# the designed relations of the built-in suite, stored per pair, and what each means
+RELATIONS = {
+    "same_factor": "1 when the two tasks label a common factor (shape, colour, background colour...), else 0",
+    "aligned_words": "share of the two tasks' class-name words that both use to name the same factor",
+    "crossed_words": "share of the two tasks' class-name words that they use to name different factors",
+    "same_domain": "1 when the two tasks come from the same renderer and scene kind (their domain), else 0",
+}
+DESIGNED_TEXT = {
+    "designed_visual": "what the images share (renderer, background kinds, background and object colour "
+    "distributions, objects drawn), with no label term, 0 to 1",
+    "designed_label": "word overlap (Jaccard) of the class names; it is aligned words + crossed words",
+    **RELATIONS,
+}
+# the crossed-effects models: their terms (the designed label similarity is left out of the first:
+# it is aligned_words + crossed_words)
+MODELS = {
+    "designed": ("designed_visual", *RELATIONS),
+    "measured": ("visual", "label", "prompt"),
+}
+# what the per-target headline reports, and the summary line's statistics
+HEADLINE = ("spearman", "kendall", "ndcg@5", "regret@1")
 MIN_GAINS = 4  # off-diagonal gains below which no statistic is attempted
 
 Setting = tuple  # (method, mode, shots)
+PARTS = ("correlations", "partial", "regression", "ranking", "decomposition", "per_target", "model", "noise")
 
 
 @dataclass
@@ -83,6 +112,9 @@ class Analysis:
     decomposition: pd.DataFrame | None = None
     best: pd.DataFrame | None = None
     methods: pd.DataFrame | None = None
+    per_target: pd.DataFrame | None = None
+    model: pd.DataFrame | None = None
+    noise: pd.DataFrame | None = None
 
     def sims_for(self, method: str, shots) -> dict[str, pd.DataFrame]:
         """Every similarity that applies to one method setting, in SIMILARITIES order."""
@@ -190,6 +222,8 @@ def _similarities(a: Analysis, tables: StudyTables, shots_values: Sequence) -> N
     for kind, sim in tables.designed.items():
         if kind in ("visual", "label"):
             a.shared_sims[f"designed_{kind}"] = _restrict(sim, a.tasks)
+        elif kind in RELATIONS:
+            a.shared_sims[kind] = _restrict(sim, a.tasks)
     emb = tables.embeddings
     if emb is None:
         a.notes.append(no_embeddings(tables))
@@ -245,7 +279,7 @@ def _setting_statistics(a: Analysis, setting: Setting, parts: dict[str, list]) -
     )
     # one shared bootstrap per group of similarities that cover the same tasks
     groups = [
-        [k for k in ("designed_visual", "designed_label") if k in sims],
+        [k for k in ("designed_visual", "designed_label", *RELATIONS) if k in sims],
         [k for k in ("visual", "label", "label_match") if k in sims],
         [k for k in ("prompt",) if k in sims],
     ]
@@ -264,6 +298,66 @@ def _setting_statistics(a: Analysis, setting: Setting, parts: dict[str, list]) -
             parts["regression"].append(r.assign(predictors=f"{x} + {y}", **tag))
     if sims:
         parts["ranking"].append(ranking_summary(gain, sims).assign(**tag))
+        single = a.singles[(a.singles["method"] == method) & (a.singles["shots"] == shots)]
+        single = single.set_index("target")["single_pts"]
+        table = per_target_summary(gain, sims, single, n_perm=a.n_boot, seed=a.seed)
+        parts["per_target"].append(table.assign(**tag))
+    for model, terms in MODELS.items():
+        chosen = {k: sims[k] for k in terms if k in sims}
+        if not chosen:
+            continue
+        fit = crossed_effects(gain, chosen)
+        if fit.table.empty:
+            a.notes.append(
+                f"{setting_label(setting)}: {model} model not fitted (too few pairs for its terms)"
+            )
+            continue
+        extra = {"model": model, "r2": fit.r2, "resid_var": fit.resid_var, "dropped": ", ".join(fit.dropped)}
+        parts["model"].append(fit.table.assign(**extra, **tag))
+    _noise_row(a, setting, d, parts)
+
+
+def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None:
+    """The seed noise of one setting beside its decomposition: pooled seed variance, its share of the
+    gains' variance (the noise floor of the pairwise share), the pairwise share above it, split-half
+    and variance-based reliability, and how many cells lie more than 2 SE from zero."""
+    method, mode, shots = setting
+    tag = dict(zip(SETTING_KEYS, setting, strict=True))
+    seeds = a.seed_table[
+        (a.seed_table["method"] == method) & (a.seed_table["mode"] == mode) & (a.seed_table["shots"] == shots)
+    ]
+    part = a.summary[
+        (a.summary["method"] == method) & (a.summary["mode"] == mode) & (a.summary["shots"] == shots)
+    ]
+    noise = seed_noise(seeds)
+    floor = noise_floor(part, noise)
+    off = part[(part["source"] != part["target"])]["gain_pts"].dropna()
+    total = float(off.var()) if len(off) > 1 else float("nan")
+    # the seed noise the pairwise residual holds, as a share of the total sum of squares (comparable
+    # with the decomposition's shares): floor x the residual's degrees of freedom (cells minus the
+    # mean, source and target effects) over the total sum of squares
+    n_tasks = int(np.isfinite(d.source.to_numpy(float)).sum())
+    resid_df = max(d.n_cells - (2 * n_tasks - 1), 0)
+    ss_total = total * (d.n_cells - 1)
+    noise_share = floor * resid_df / ss_total if noise.measured and ss_total > 0 else float("nan")
+    errors = cell_errors(part, noise)
+    parts["noise"].append(
+        {
+            **tag,
+            "measured": noise.measured,
+            "seed_var_pts2": noise.variance,
+            "seed_sd_pts": noise.sd,
+            "df": noise.df,
+            "pairs_multi_seed": noise.n_pairs_multi,
+            "pairs": noise.n_pairs,
+            "noise_share": noise_share,
+            "pairwise_share": d.shares["residual"],
+            "pairwise_above_noise": d.shares["residual"] - noise_share if noise.measured else float("nan"),
+            "reliability": reliability(total, floor),
+            "split_half": noise.split_half,
+            "cells_beyond_2se": int(errors["beyond_2se"][errors["source"] != errors["target"]].sum()),
+        }
+    )
 
 
 def _offdiag_missing(seed_table: pd.DataFrame) -> pd.DataFrame:
@@ -271,6 +365,17 @@ def _offdiag_missing(seed_table: pd.DataFrame) -> pd.DataFrame:
     if off.empty:
         return pd.DataFrame(columns=[*SETTING_KEYS, "expected", "present", "missing"])
     return missing_counts(off)
+
+
+def _with_errors(a: Analysis) -> pd.DataFrame:
+    """The gain summary with each pair's standard error from its setting's pooled seed noise
+    (`gain_se_pts`, NaN where noise is unmeasured) and whether it lies more than 2 SE from zero."""
+    parts = []
+    for setting, part in a.summary.groupby(SETTING_KEYS, dropna=False, sort=False):
+        seeds = a.seed_table.merge(pd.DataFrame([setting], columns=SETTING_KEYS), on=SETTING_KEYS)
+        errors = cell_errors(part, seed_noise(seeds))
+        parts.append(part.assign(gain_se_pts=errors["gain_se_pts"], beyond_2se=errors["beyond_2se"]))
+    return pd.concat(parts) if parts else a.summary.assign(gain_se_pts=np.nan, beyond_2se=False)
 
 
 def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
@@ -318,9 +423,7 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
         a.tasks = similarity_order(sim) + [t for t in tasks if t not in sim.index]
         a.order_note = "average-linkage clustering of the visual similarity (no gains yet)"
     a.gains = {s: g.reindex(index=a.tasks, columns=a.tasks) for s, g in gains.items()}
-    parts: dict[str, list] = {
-        k: [] for k in ("correlations", "partial", "regression", "ranking", "decomposition")
-    }
+    parts: dict[str, list] = {k: [] for k in PARTS}
     for setting in settings:
         _setting_statistics(a, setting, parts)
     a.correlations = pd.concat(parts["correlations"], ignore_index=True) if parts["correlations"] else None
@@ -328,6 +431,10 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     a.regression = pd.concat(parts["regression"], ignore_index=True) if parts["regression"] else None
     a.ranking = pd.concat(parts["ranking"], ignore_index=True) if parts["ranking"] else None
     a.decomposition = pd.DataFrame(parts["decomposition"]) if parts["decomposition"] else None
+    a.per_target = pd.concat(parts["per_target"], ignore_index=True) if parts["per_target"] else None
+    a.model = pd.concat(parts["model"], ignore_index=True) if parts["model"] else None
+    a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+    a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)
     a.best = best_sources(summary)
     methods = method_summary(summary, singles, zeroshot, a.correlations)

@@ -1,6 +1,6 @@
-"""Matplotlib drawing for the report: annotated task x task heatmaps and gain-vs-similarity scatter
-panels, each returned as a Figure (Agg, no pyplot state) and saved as PNG. matplotlib is imported
-inside the functions: it is a heavy import that `mvlpt --help` should not pay for."""
+"""Drawing for the report: annotated task x task heatmaps (seaborn) and gain-vs-similarity scatter
+panels, each returned as a Figure (Agg, no pyplot state) and saved as PNG. matplotlib and seaborn are
+imported inside the functions: heavy imports that `mvlpt --help` should not pay for."""
 
 from __future__ import annotations
 
@@ -36,12 +36,6 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def _text_colour(cmap, norm, value: float) -> str:
-    """Black or white, whichever reads better on the cell's colour."""
-    r, g, b, _ = cmap(norm(value))
-    return "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
-
-
 def heatmap(
     matrix: pd.DataFrame,
     *,
@@ -55,45 +49,51 @@ def heatmap(
     digits: int = 1,
     outline_diagonal: bool = False,
     extend: str = "neither",
+    marks: pd.DataFrame | None = None,
 ):
-    """An annotated heatmap of a DataFrame (rows top to bottom, columns left to right). NaN cells stay
-    blank over a hatched background, so a missing value never looks like a small one. Values beyond
-    vmin / vmax take the end colours (`extend` draws the colour bar's arrows for that)."""
-    import matplotlib as mpl
+    """An annotated seaborn heatmap of a DataFrame (rows top to bottom, columns left to right). NaN
+    cells stay blank over a hatched background, so a missing value never looks like a small one.
+    Values beyond vmin / vmax take the end colours (`extend` draws the colour bar's arrows for that).
+    `marks`: a boolean frame of the same shape; its True cells get a thick outline."""
+    import seaborn as sns
     from matplotlib.patches import Rectangle
 
     values = matrix.to_numpy(float)
     n_rows, n_cols = values.shape
     fig = new_figure(3.4 + 0.52 * n_cols, 2.4 + 0.46 * n_rows)
     ax = fig.add_subplot()
-    colours = mpl.colormaps[cmap].with_extremes(bad=(0, 0, 0, 0))  # transparent: the hatching shows
     ax.add_patch(
-        Rectangle(
-            (-0.5, -0.5), n_cols, n_rows, facecolor="white", edgecolor="0.65", hatch="///", lw=0, zorder=0
-        )
-    )
-    im = ax.imshow(
-        np.ma.masked_invalid(values), cmap=colours, vmin=vmin, vmax=vmax, zorder=1, interpolation="nearest"
+        Rectangle((0, 0), n_cols, n_rows, facecolor="white", edgecolor="0.65", hatch="///", lw=0, zorder=0)
     )
     size = 10 if max(n_rows, n_cols) <= 8 else 8.5 if max(n_rows, n_cols) <= 14 else 7
-    for i, j in zip(*np.nonzero(np.isfinite(values)), strict=True):
-        colour = _text_colour(colours, im.norm, values[i, j])
-        text = ax.text(
-            j, i, f"{values[i, j]:.{digits}f}", ha="center", va="center", fontsize=size, color=colour
-        )
+    sns.heatmap(
+        matrix.astype(float),
+        ax=ax,
+        mask=~np.isfinite(values),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        annot=True,
+        fmt=f".{digits}f",
+        annot_kws={"fontsize": size},
+        cbar_kws={"shrink": 0.8, "pad": 0.02, "extend": extend, "label": cbar_label},
+        xticklabels=[str(c) for c in matrix.columns],
+        yticklabels=[str(r) for r in matrix.index],
+    )
+    for text in ax.texts:
         text.set_in_layout(False)  # inside the axes anyway; measuring 400 texts doubles the layout time
     if outline_diagonal:
         for i in range(min(n_rows, n_cols)):
-            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.0, zorder=3))
-    ax.set_xticks(range(n_cols), [str(c) for c in matrix.columns], rotation=45, ha="right")
-    ax.set_yticks(range(n_rows), [str(r) for r in matrix.index])
+            ax.add_patch(Rectangle((i, i), 1, 1, fill=False, edgecolor="black", lw=1.0, zorder=3))
+    if marks is not None:
+        flagged = marks.reindex(index=matrix.index, columns=matrix.columns).fillna(False).to_numpy(bool)
+        for i, j in zip(*np.nonzero(flagged), strict=True):
+            ax.add_patch(Rectangle((j + 0.06, i + 0.06), 0.88, 0.88, fill=False, edgecolor="black", lw=1.8))
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=45, ha="right")
     ax.tick_params(labelsize=size + 1)
-    ax.set_xlim(-0.5, n_cols - 0.5)
-    ax.set_ylim(n_rows - 0.5, -0.5)
     ax.set_xlabel(xlabel, fontsize=11)
     ax.set_ylabel(ylabel, fontsize=11)
     ax.set_title(title, fontsize=12)
-    fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02, extend=extend).set_label(cbar_label, fontsize=10)
     return fig
 
 

@@ -1,4 +1,4 @@
-"""One shared, deterministic task order for every heatmap, from average-linkage clustering."""
+"""One shared, deterministic task order for every heatmap, from average-linkage clustering (scipy)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,23 @@ import pandas as pd
 
 
 def average_linkage_order(dist: np.ndarray) -> list[int]:
-    """Leaf order of average-linkage (UPGMA) agglomerative clustering of a symmetric distance array.
+    """Leaf order of average-linkage (UPGMA) clustering of a symmetric distance array, with scipy's
+    optimal leaf ordering (neighbouring leaves as close as the tree allows). Non-finite distances
+    count as the largest finite distance plus one. Display only: no statistic depends on it."""
+    from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
+    from scipy.spatial.distance import squareform
 
-    At each step the two closest clusters merge (ties: the pair whose smallest member indices come
-    first); the merged cluster lists the leaves of the cluster holding the smaller original index
-    first. Non-finite distances count as the largest finite distance plus one."""
     d = np.array(dist, dtype=float)
     n = d.shape[0]
+    if n < 3:
+        return list(range(n))
     finite = np.isfinite(d)
     d[~finite] = (d[finite].max() + 1.0) if finite.any() else 1.0
     d = (d + d.T) / 2.0
-    clusters: list[list[int]] = [[i] for i in range(n)]
-    while len(clusters) > 1:
-        best, pair = np.inf, (0, 1)
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                link = d[np.ix_(clusters[a], clusters[b])].mean()
-                if link < best - 1e-12:
-                    best, pair = link, (a, b)
-        a, b = pair
-        first, second = sorted((clusters[a], clusters[b]), key=min)
-        clusters = [c for k, c in enumerate(clusters) if k not in pair]
-        clusters.append(first + second)
-        clusters.sort(key=min)  # keeps the scan order, hence the tie-breaking, independent of history
-    return clusters[0] if clusters else []
+    np.fill_diagonal(d, 0.0)
+    condensed = squareform(d, checks=False)
+    tree = optimal_leaf_ordering(linkage(condensed, method="average"), condensed)
+    return [int(k) for k in leaves_list(tree)]
 
 
 def profile_distance(matrices: Sequence[pd.DataFrame], tasks: Sequence[str] | None = None) -> pd.DataFrame:

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.assemble import (
+    DESIGNED_TEXT,
+    HEADLINE,
     SIMILARITIES,
     Analysis,
     Setting,
@@ -113,6 +115,7 @@ def _gain_figure(a: Analysis, setting: Setting, out: Path) -> Figure:
         digits=1,
         outline_diagonal=True,
         extend="both" if clipped else "neither",
+        marks=_marks(a, setting),
     )
     n_missing = int(np.isnan(values).sum())
     scale = f"±{vmax:.1f} points" + (
@@ -122,10 +125,44 @@ def _gain_figure(a: Analysis, setting: Setting, out: Path) -> Figure:
         f"Cell (source row, target column): mean over seeds of transfer minus single-task points on the "
         f"target; red = the source helps, blue = it hurts (colour scale symmetric, {scale}). "
         f"{n_missing} of {gain.size} cells have no gain and are left blank (hatched). The outlined "
-        f"diagonal (source = target) is not used in any statistic. Task order: {a.order_note}."
+        f"diagonal (source = target) is not used in any statistic. Task order: {a.order_note}. "
+        + _noise_caption(a, setting)
     )
     name = _slug("gain", *setting[:2], f"{shots_text(setting[2])}shot")
     return Figure(save(fig, out / f"{name}.png"), title, caption)
+
+
+def _noise_row(a: Analysis, setting: Setting) -> pd.Series | None:
+    if a.noise is None:
+        return None
+    n = a.noise
+    hit = n[(n["method"] == setting[0]) & (n["mode"] == setting[1]) & (n["shots"] == setting[2])]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _marks(a: Analysis, setting: Setting) -> pd.DataFrame | None:
+    """Cells whose mean gain lies more than 2 SE from zero (None when noise is unmeasured)."""
+    row = _noise_row(a, setting)
+    if row is None or not row["measured"]:
+        return None
+    s = a.summary
+    part = s[(s["method"] == setting[0]) & (s["mode"] == setting[1]) & (s["shots"] == setting[2])]
+    m = part.pivot_table(index="source", columns="target", values="beyond_2se", aggfunc="first")
+    return m.reindex(index=a.tasks, columns=a.tasks).fillna(False).astype(bool)
+
+
+def _noise_caption(a: Analysis, setting: Setting) -> str:
+    row = _noise_row(a, setting)
+    if row is None or not row["measured"]:
+        return (
+            "Seed noise unmeasured (one seed per pair): no cell is marked, and a gain of a few points "
+            "may be noise."
+        )
+    return (
+        f"Outlined cells: mean gain more than 2 standard errors from zero ({int(row['cells_beyond_2se'])} "
+        f"cells); the seed sd of a gain, {row['seed_sd_pts']:.2f} points, is pooled over the "
+        f"{int(row['pairs_multi_seed'])} pairs with two or more seeds and serves every pair."
+    )
 
 
 def _similarity_figure(a: Analysis, key: str, sim: pd.DataFrame, out: Path, suffix: str = "") -> Figure:
@@ -154,6 +191,8 @@ def _similarity_figure(a: Analysis, key: str, sim: pd.DataFrame, out: Path, suff
     )
     if key == "label_match":
         caption += " Asymmetric: mean over the target's classes of the best-matching source class."
+    if key in DESIGNED_TEXT:
+        caption += f" Designed by construction of the suite: {DESIGNED_TEXT[key]}."
     stem = _slug("similarity", key, suffix.strip(" ()").replace(" ", "-"))
     return Figure(save(fig, out / f"{stem}.png"), title, caption)
 
@@ -331,8 +370,91 @@ def _ranking_display(a: Analysis) -> pd.DataFrame:
     )
 
 
+def _pvalue(x) -> str:
+    if not finite(x):
+        return "n/a"
+    return f"{x:.3f}" if x >= 0.001 else "<0.001"
+
+
+PER_TARGET_NAMES = {
+    "spearman": "Spearman ρ",
+    "kendall": "Kendall τb",
+    "ndcg@3": "NDCG@3",
+    "ndcg@5": "NDCG@5",
+    "regret@1": "regret@1 (points)",
+    "regret@3": "regret@3 (points)",
+    "rel_regret@1": "regret@1 (share of best)",
+    "rel_regret@3": "regret@3 (share of best)",
+}
+
+
+def per_target_display(a: Analysis, statistics: Sequence[str] = HEADLINE) -> pd.DataFrame:
+    """One row per setting and similarity: each per-target statistic's mean over targets with its
+    interval and p-value, NDCG and regret beside their random expectation."""
+    t = a.per_target
+    rows = []
+    for (method, mode, shots, key), part in t.groupby([*SETTING_KEYS, "similarity"], sort=False):
+        by = part.set_index("statistic")
+        row = {"setting": setting_label((method, mode, shots)), "similarity": SIMILARITIES[key][0]}
+        for st in statistics:
+            if st not in by.index:
+                continue
+            e = by.loc[st]
+            text = f"{_interval(e['estimate'], e['lo'], e['hi'])}, p {_pvalue(e['p_value'])}"
+            if st not in ("spearman", "kendall"):
+                text += f" (random {_num(e['random'], 2)})"
+            row[PER_TARGET_NAMES[st]] = text
+        row["targets"] = int(part["n_targets"].iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def model_display(a: Analysis) -> pd.DataFrame:
+    """One row per setting, model and term: points of gain per unit of the term, interval, p-value."""
+    m = a.model
+    return pd.DataFrame(
+        {
+            "setting": _setting_col(m),
+            "model": m["model"],
+            "term": m["term"].map(lambda k: SIMILARITIES[k][0]),
+            "points per unit [95% interval]": [
+                _interval(e, lo, hi) for e, lo, hi in zip(m["estimate"], m["lo"], m["hi"], strict=True)
+            ],
+            "p-value": m["p_value"].map(_pvalue),
+            "R² (with source and target)": m["r2"].map(lambda x: _num(x, 3)),
+            "pairs": m["n_pairs"],
+        }
+    )
+
+
+def _noise_display(a: Analysis) -> pd.DataFrame:
+    n = a.noise
+    pct = lambda x: f"{100 * x:.1f}%" if finite(x) else "n/a"  # noqa: E731
+    return pd.DataFrame(
+        {
+            "setting": _setting_col(n),
+            "seed sd of a gain (pts)": n["seed_sd_pts"].map(lambda x: _num(x, 2, "unmeasured")),
+            "pairs with 2+ seeds": [
+                f"{int(m)} of {int(p)}" for m, p in zip(n["pairs_multi_seed"], n["pairs"], strict=True)
+            ],
+            "pairwise share": n["pairwise_share"].map(pct),
+            "noise floor (share)": n["noise_share"].map(pct),
+            "pairwise above noise": n["pairwise_above_noise"].map(pct),
+            "reliability": n["reliability"].map(lambda x: _num(x, 2, "n/a")),
+            "split-half": n["split_half"].map(lambda x: _num(x, 2, "n/a")),
+            "cells > 2 SE": n["cells_beyond_2se"].where(n["measured"]).map(lambda x: _num(x, 0, "n/a")),
+        }
+    )
+
+
 def _decomposition_display(a: Analysis) -> pd.DataFrame:
     d = a.decomposition
+    if a.noise is not None:  # the seed noise beside the shares: how much of the pairwise part it is
+        d = d.merge(
+            a.noise[[*SETTING_KEYS, "noise_share", "pairwise_above_noise"]], on=SETTING_KEYS, how="left"
+        )
+    else:
+        d = d.assign(noise_share=np.nan, pairwise_above_noise=np.nan)
     pct = lambda x: f"{100 * x:.1f}%" if finite(x) else "n/a"  # noqa: E731
     return pd.DataFrame(
         {
@@ -341,6 +463,8 @@ def _decomposition_display(a: Analysis) -> pd.DataFrame:
             "source effect": d["share_source"].map(pct),
             "target effect": d["share_target"].map(pct),
             "interaction (pairwise)": d["share_residual"].map(pct),
+            "of which seed noise": d["noise_share"].map(lambda x: pct(x) if finite(x) else "unmeasured"),
+            "pairwise above noise": d["pairwise_above_noise"].map(pct),
             "cross term": d["share_cross"].map(pct),
             "additive R²": d["r2_additive"].map(lambda x: _num(x, 3)),
             "cells": d["n_cells"],
@@ -452,10 +576,19 @@ def write_tables(a: Analysis, out: Path, lines: Sequence[str]) -> list[Path]:
     csv("regression.csv", a.regression)
     csv("ranking.csv", a.ranking)
     csv("decomposition.csv", a.decomposition)
+    csv("per_target.csv", a.per_target)
+    csv("model.csv", a.model)
+    csv("noise.csv", a.noise)
     md = [f"# Study {a.tables.name}: summary", "", *(f"- {line}" for line in lines), ""]
     md += ["## Per method (points of the metric)", "", _markdown(method_table(a)), ""]
+    if a.per_target is not None:
+        md += ["## Per target: sources ranked by each similarity, mean over targets", ""]
+        md += [_markdown(per_target_display(a)), ""]
+    if a.model is not None:
+        md += ["## Crossed-effects model: gain ~ terms + source + target", ""]
+        md += [_markdown(model_display(a)), ""]
     if a.correlations is not None:
-        md += ["## Spearman correlations with gain (95% task-bootstrap intervals)", ""]
+        md += ["## Global Spearman correlations with gain (95% task-bootstrap intervals)", ""]
         md += [_markdown(correlation_display(a)), ""]
     (out / "summary.md").write_text("\n".join(md))
     written.append(out / "summary.md")
@@ -491,6 +624,7 @@ def summary_lines(a: Analysis) -> list[str]:
             f"{setting_label(setting)}: mean gain {_num(r['mean_gain_pts'], 2, 'n/a')} points over "
             f"{int(r['n_pairs'])} pairs{share}; {int(r['n_missing_pairs'])} pairs missing"
         )
+        lines += _headline(a, setting)
         for key in ("designed_visual", "designed_label", "visual", "label"):
             row = stat_row(a, setting, key)
             if row is not None:
@@ -500,6 +634,47 @@ def summary_lines(a: Analysis) -> list[str]:
                 )
     if a.tables.embeddings is None:
         lines.append(no_embeddings(a.tables))
+    return lines
+
+
+def _headline(a: Analysis, setting: Setting) -> list[str]:
+    """The setting's per-target Spearman and model coefficient for each similarity, then its noise."""
+    label = setting_label(setting)
+    lines = []
+    if a.per_target is not None:
+        t = a.per_target
+        part = t[
+            (t["method"] == setting[0]) & (t["mode"] == setting[1]) & (t["shots"] == setting[2])
+            & (t["statistic"] == "spearman")
+        ]  # fmt: skip
+        for _, r in part.iterrows():
+            lines.append(
+                f"{label}: per-target Spearman(gain, {SIMILARITIES[r['similarity']][0]}) = "
+                f"{_interval(r['estimate'], r['lo'], r['hi'])}, p {_pvalue(r['p_value'])}, "
+                f"mean over {int(r['n_targets'])} targets"
+            )
+    if a.model is not None:
+        m = a.model
+        part = m[(m["method"] == setting[0]) & (m["mode"] == setting[1]) & (m["shots"] == setting[2])]
+        for _, r in part.iterrows():
+            lines.append(
+                f"{label}: model ({r['model']} terms + source + target): {SIMILARITIES[r['term']][0]} "
+                f"{_interval(r['estimate'], r['lo'], r['hi'])} points per unit, p {_pvalue(r['p_value'])}"
+            )
+    row = _noise_row(a, setting)
+    if row is not None and row["measured"]:
+        lines.append(
+            f"{label}: seed noise sd {row['seed_sd_pts']:.2f} points (pooled over "
+            f"{int(row['pairs_multi_seed'])} pairs with 2+ seeds, used for all {int(row['pairs'])}); "
+            f"{int(row['cells_beyond_2se'])} cells > 2 SE from 0; pairwise share "
+            f"{100 * row['pairwise_share']:.1f}%, of which noise {100 * row['noise_share']:.1f}%; "
+            f"reliability {_num(row['reliability'], 2, 'n/a')}"
+        )
+    elif row is not None:
+        lines.append(
+            f"{label}: NOISE UNMEASURED: one seed per pair, so no standard errors; a gain of a few points "
+            "may be seed noise, and the pairwise share includes it"
+        )
     return lines
 
 
@@ -612,6 +787,13 @@ def render_html(a: Analysis, figures: Mapping[str, list[Figure]], lines: Sequenc
     sims = _notes_html(a.notes) + "".join(_figure_html(f) for f in figures["similarity"])
     if not a.tables.designed:
         sims += _p("Designed similarities: none (the study is not on the built-in suite).")
+    else:
+        items = "".join(
+            f"<li><b>{html.escape(SIMILARITIES[k][0])}</b>: {html.escape(text)}</li>"
+            for k, text in DESIGNED_TEXT.items()
+            if k in a.shared_sims
+        )
+        sims += f"<p>Designed similarities and relations of the built-in suite:</p><ul>{items}</ul>"
     body.append(_section("similarity", "Task similarities", [sims]))
     if a.settings:
         scatter = [_figure_html(f) for f in figures["scatter"]] or [_p("No similarity to relate gains to.")]
@@ -647,8 +829,14 @@ METHOD_TEXT = (
     "gain(source, target) = metric of the transfer run minus metric of the target's single-task run, "
     "same method, shots and seed, in points; then the mean over seeds. A cell that failed, was not "
     "stored, or has a NaN value gives no gain (shown blank), never a zero. Statistics use the "
-    "off-diagonal pairs only; intervals are percentile intervals from {n_boot} bootstrap resamples of "
-    "tasks (pairs that share a task are not independent). The decomposition fits gain = mean + source "
+    "off-diagonal pairs only. Per target, the target's sources are ranked by a similarity and scored "
+    "(ties averaged, never broken by the listing order); their mean over targets gets a p-value and an "
+    "interval from {n_boot} random relabellings of the similarity's tasks, which keeps good donors and "
+    "receptive targets from passing for pairwise structure. The model's intervals use standard errors "
+    "clustered by source and by target. The global correlations' intervals are percentile intervals "
+    "from {n_boot} bootstrap resamples of tasks (pairs that share a task are not independent). With "
+    "several seeds on some pairs, the seed variance of a gain is pooled over those pairs and gives "
+    "every pair its standard error. The decomposition fits gain = mean + source "
     "effect + target effect + interaction on the off-diagonal cells; a similarity that tracks the "
     "interaction (pairwise residual) carries pairwise structure, one that tracks only the raw gain may "
     "only pick good donors or receptive targets. Regression coefficients are points of gain per "
@@ -658,9 +846,31 @@ METHOD_TEXT = (
 
 def _statistics_html(a: Analysis) -> list[str]:
     out = []
+    if a.per_target is not None:
+        out += [
+            "<h3>Per target: each target's sources ranked by a similarity, mean over targets</h3>",
+            _p(
+                "Spearman and Kendall τb over each target's sources, NDCG@5 (relevance max(gain, 0)) and "
+                "regret@1, ties averaged; 95% intervals and p-values from "
+                f"{a.n_boot} random relabellings of the similarity's tasks."
+            ),
+            _table_html(per_target_display(a)),
+        ]
+    if a.model is not None:
+        out += [
+            "<h3>Crossed-effects model: gain ~ terms + source + target</h3>",
+            _p(
+                "OLS on the pair means with a fixed effect per source and per target, standard errors "
+                "clustered by source and by target; a term that only tracks good donors or receptive "
+                "targets gets no credit."
+            ),
+            _table_html(model_display(a)),
+        ]
+    if a.noise is not None:
+        out += ["<h3>Seed noise</h3>", _table_html(_noise_display(a))]
     if a.correlations is not None:
         out += [
-            "<h3>Spearman correlation with gain and with the pairwise residual</h3>",
+            "<h3>Global Spearman correlation with gain and with the pairwise residual (secondary)</h3>",
             _table_html(correlation_display(a)),
         ]
     else:

@@ -2,7 +2,8 @@
 
 `_embeddings.parquet` holds the kernel's image, label and prompt embeddings of the study's tasks
 (see pipeline/embed.py); `_designed.parquet` the built-in suite's designed visual and label
-similarities (kind, source, target, value) when every task of the study comes from that suite.
+similarities and its designed relations (same_factor, aligned_words, crossed_words, same_domain), as
+rows (kind, source, target, value), when every task of the study comes from that suite.
 Both are rewritten whole and atomically, so a report never reads half of one.
 """
 
@@ -28,13 +29,13 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def designed_table(tasks) -> pa.Table | None:
-    """The designed similarities among `tasks`, or None when some task is not a built-in one."""
-    from pipeline.data.suite import SUITE, similarity_matrix
+    """The designed similarities and relations among `tasks`, or None when some task is not a built-in one."""
+    from pipeline.data.suite import DESIGNED_KINDS, SUITE, similarity_matrix
 
     if not tasks or not all(t in SUITE for t in tasks):
         return None
     rows = []
-    for kind in ("visual", "label"):
+    for kind in DESIGNED_KINDS:
         names, matrix = similarity_matrix(kind)
         at = {n: i for i, n in enumerate(names)}
         rows += [

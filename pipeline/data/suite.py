@@ -732,31 +732,121 @@ def _jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
+def _overlap(p: dict, q: dict) -> float:
+    """Shared mass of two distributions (dicts value -> probability): 1 when equal, 0 when disjoint."""
+    return sum(min(p[k], q[k]) for k in p.keys() & q.keys())
+
+
 def _labelled_factors(spec: dict) -> set:
     return {"char" if f == "glyph" else f for f in spec["label"]}
 
 
+def _uniform(values) -> dict:
+    values = tuple(values)
+    return {v: 1.0 / len(values) for v in values}
+
+
+def _drawn(spec: dict, factor: str, world) -> dict:
+    """The distribution of a factor over a task's images: its class values when the task labels it,
+    its allowed values when fixed, else the world's (each uniform; the rare redraws that keep an
+    object's colour off its background are ignored)."""
+    if factor in spec["label"]:
+        k = spec["label"].index(factor)
+        return _uniform(dict.fromkeys(v[k] if isinstance(v, tuple) else v for v in spec["values"]))
+    return _uniform(spec["fixed"].get(factor, world))
+
+
+def _objects(spec: dict) -> dict:
+    """What the images show besides their background: shapes, characters or patterns, as a
+    distribution over (kind of thing, thing)."""
+    if spec["kind"] == "glyph":
+        chars = spec["fixed"].get("char", DIGITS + LETTERS)
+        return {("char", c): p for c, p in _uniform(chars).items()}
+    if spec["kind"] == "pattern":
+        return {("pattern", v): p for v, p in _drawn(spec, "pattern", PATTERNS).items()}
+    pool = spec["values"] if spec["kind"] == "multi" else None
+    shapes = _uniform(pool) if pool is not None else _drawn(spec, "shape", SHAPES)
+    return {("shape", v): p for v, p in shapes.items()}
+
+
+def _backdrop(spec: dict) -> set:
+    """The background kinds a task's images are drawn on (a pattern fills the whole image)."""
+    return {"pattern"} if spec["kind"] == "pattern" else set(spec["fixed"].get("bg", BACKGROUNDS))
+
+
 def visual_similarity(a: str, b: str) -> float:
-    """Designed visual similarity: same renderer (0.4), backgrounds (0.2), labelled factor (0.4)."""
+    """Designed visual similarity, from what the images share and nothing of the labels: the
+    renderer (0.3; objects and multi-object scenes count half), the background kinds (0.2, Jaccard),
+    the colour distributions of background and foreground (0.3, shared mass, half each) and the
+    objects drawn (0.2, shared mass of shapes, characters or patterns)."""
     if a == b:
         return 1.0
     sa, sb = SUITE[a], SUITE[b]
     kinds = {sa["kind"], sb["kind"]}
-    same_kind = 1.0 if len(kinds) == 1 or kinds == {"object", "multi"} else 0.0
-    bgs = _jaccard(set(sa["fixed"].get("bg", ())), set(sb["fixed"].get("bg", ())))
-    factors = _jaccard(_labelled_factors(sa), _labelled_factors(sb))
-    return round(0.4 * same_kind * (1.0 if len(kinds) == 1 else 0.5) + 0.2 * bgs + 0.4 * factors, 6)
+    renderer = 1.0 if len(kinds) == 1 else 0.5 if kinds == {"object", "multi"} else 0.0
+    backdrop = _jaccard(_backdrop(sa), _backdrop(sb))
+    colours = 0.5 * _overlap(_drawn(sa, "bgcolor", BG_COLORS), _drawn(sb, "bgcolor", BG_COLORS))
+    if "multi" not in kinds:  # a multi-object scene's colours are drawn per object, from all colours
+        colours += 0.5 * _overlap(_drawn(sa, "color", COLORS), _drawn(sb, "color", COLORS))
+    else:
+        colours += 0.5 * _overlap(*(_drawn(s, "color", COLORS) if s["kind"] != "multi" else _uniform(COLORS)
+                                    for s in (sa, sb)))  # fmt: skip
+    return round(
+        0.3 * renderer + 0.2 * backdrop + 0.3 * colours + 0.2 * _overlap(_objects(sa), _objects(sb)), 6
+    )
+
+
+def _word_factors(spec: dict) -> dict[str, set]:
+    """word of a class name -> the labelled factors it names: for a two-factor class ("red circle")
+    each word names the factor whose value it spells, a word that spells none ("background",
+    "letter") names every labelled factor of the task."""
+    out: dict[str, set] = {}
+    factors = ["char" if f == "glyph" else f for f in spec["label"]]
+    for value, name in zip(spec["values"], spec["classnames"], strict=True):
+        values = value if isinstance(value, tuple) else (value,)
+        for word in name.split():
+            named = {f for f, v in zip(factors, values, strict=False) if word in str(v).split()}
+            out.setdefault(word, set()).update(named or factors)
+    return out
 
 
 def label_similarity(a: str, b: str) -> float:
-    """Designed label similarity: Jaccard overlap of the words of the two tasks' class names."""
+    """Designed label similarity: Jaccard overlap of the words of the two tasks' class names (it is
+    `aligned_words` + `crossed_words`)."""
     words = [{w for c in SUITE[t]["classnames"] for w in c.split()} for t in (a, b)]
     return round(_jaccard(*words), 6)
 
 
+def _shared_words(a: str, b: str) -> tuple[float, float]:
+    """(aligned, crossed): the share of the two tasks' words (of their union) that both use for the
+    same labelled factor, and that both use for different factors."""
+    wa, wb = _word_factors(SUITE[a]), _word_factors(SUITE[b])
+    union = len(wa.keys() | wb.keys())
+    shared = wa.keys() & wb.keys()
+    aligned = sum(1 for w in shared if wa[w] & wb[w])
+    return aligned / union, (len(shared) - aligned) / union
+
+
+# name -> its value for two task names (the report explains each kind in one line)
+RELATIONS = {
+    # 1 when the two tasks label a common factor (shape, colour, background colour, ...)
+    "same_factor": lambda a, b: float(bool(_labelled_factors(SUITE[a]) & _labelled_factors(SUITE[b]))),
+    # share of the two tasks' class-name words that both use to name the same factor
+    "aligned_words": lambda a, b: round(_shared_words(a, b)[0], 6),
+    # share of the two tasks' class-name words that they use to name different factors
+    "crossed_words": lambda a, b: round(_shared_words(a, b)[1], 6),
+    # 1 when the two tasks come from the same renderer and scene kind (their domain)
+    "same_domain": lambda a, b: float(SUITE[a]["domain"] == SUITE[b]["domain"]),
+}
+# every designed kind written per pair: the two similarities, then the relations
+DESIGNED_KINDS = ("visual", "label", *RELATIONS)
+
+
 def similarity_matrix(kind: str = "visual") -> tuple[list[str], np.ndarray]:
-    """(task names, (20, 20) matrix) of the designed `kind` ('visual' or 'label') similarity."""
-    fn = visual_similarity if kind == "visual" else label_similarity
+    """(task names, (20, 20) matrix) of a designed kind: 'visual', 'label' or a RELATIONS name."""
+    if kind not in DESIGNED_KINDS:
+        raise ValueError(f"unknown designed kind {kind!r}; known: {', '.join(DESIGNED_KINDS)}")
+    fn = {"visual": visual_similarity, "label": label_similarity, **RELATIONS}[kind]
     names = list(SUITE)
     return names, np.array([[fn(a, b) for b in names] for a in names])
 

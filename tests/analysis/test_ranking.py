@@ -22,9 +22,18 @@ def test_ndcg_by_hand():
     assert ndcg_at_k(SCORES, GAINS, k=10) == ndcg_at_k(SCORES, GAINS, k=4)  # k past the candidates
 
 
-def test_relevance_is_gain_shifted_so_the_worst_source_is_zero():
-    assert ndcg_at_k(SCORES, GAINS - 7.0, k=3) == pytest.approx(ndcg_at_k(SCORES, GAINS, k=3))
-    assert np.isnan(ndcg_at_k(SCORES, np.full(4, -2.0), k=3))  # all alike: nothing to rank
+def test_relevance_is_the_positive_part_of_the_gain():
+    # gains 2, 0, -1, 1 count as 2, 0, 0, 1: a harmful source is as irrelevant as a neutral one
+    assert ndcg_at_k(SCORES, GAINS - 1.0, k=3) == pytest.approx(ndcg_at_k(SCORES, [2.0, 0.0, 0.0, 1.0], k=3))
+    assert np.isnan(ndcg_at_k(SCORES, np.full(4, -2.0), k=3))  # no source helps: nothing to find
+
+
+def test_tied_scores_are_averaged_not_broken_by_position():
+    tied = np.array([0.5, 0.5, 0.1, 0.1])  # a and b tie at the top
+    flipped = [1, 0, 3, 2]
+    assert ndcg_at_k(tied, GAINS, k=1) == pytest.approx(((3 + 1) / 2) / 3)
+    assert ndcg_at_k(tied, GAINS, k=1) == ndcg_at_k(tied[flipped], GAINS[flipped], k=1)
+    assert regret_at_k(tied, GAINS, k=1) == pytest.approx(3.0 - 2.0)  # a or b, each half the time
 
 
 def test_regret_by_hand():

@@ -258,3 +258,48 @@ def test_every_image_of_the_page_loads_in_a_headless_browser(full, tmp_path):
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     n = len(full.figures)
     assert f'data-images="{n}/{n}"' in dom, dom[:300]
+
+
+def test_the_headline_is_per_target_and_the_model_and_one_seed_says_noise_is_unmeasured(full):
+    lines = full.lines
+    assert any(
+        line.startswith("coop joint 4-shot: per-target Spearman(gain, designed visual) = ") for line in lines
+    )
+    model_line = "coop joint 4-shot: model (designed terms + source + target): designed visual 10.00"
+    assert any(line.startswith(model_line) for line in lines)
+    assert "coop joint 4-shot: NOISE UNMEASURED" in "\n".join(lines)
+    first_headline = next(i for i, line in enumerate(lines) if "per-target" in line)
+    first_global = next(i for i, line in enumerate(lines) if line.startswith("coop joint 4-shot: Spearman("))
+    assert first_headline < first_global  # the global correlation comes second
+    per_target = pd.read_csv(full.out / "per_target.csv")
+    assert {"spearman", "kendall", "ndcg@3", "ndcg@5", "regret@1", "regret@3"} <= set(per_target["statistic"])
+    model = pd.read_csv(full.out / "model.csv").set_index(["method", "model", "term"])
+    assert model.loc[("coop", "designed", "designed_visual"), "estimate"] == pytest.approx(10.0)
+    page = full.html.read_text()
+    assert page.index("Per target:") < page.index("Global Spearman")
+    assert "NOISE UNMEASURED" in page.split('id="progress"')[0]  # in the summary at the top
+
+
+def test_extra_seeds_on_some_pairs_measure_the_noise_of_every_pair(tmp_path):
+    rows = toy_rows(methods=("coop",))
+    rows += [cell("single", "coop", t, 0.5, seed=1) for t in TASKS]
+    extra = {("a", "b"): 1.0, ("b", "c"): -1.0, ("c", "d"): 1.0, ("d", "a"): -1.0}  # seed 1 minus seed 0
+    for (s, t), d in extra.items():
+        g = gain_pts("coop", TASKS.index(s), TASKS.index(t)) + d
+        rows.append(cell("transfer", "coop", t, 0.5 + g / 100, source=s, mode="joint", seed=1))
+    report = make_report(write_study(tmp_path / "toy", rows, designed=designed_rows()), n_boot=N_BOOT)
+    noise = pd.read_csv(report.out / "noise.csv").iloc[0]
+    assert noise["measured"] and noise["pairs_multi_seed"] == 4 and noise["pairs"] == 12
+    assert noise["seed_sd_pts"] == pytest.approx(np.sqrt(0.5))  # each pair: variance d^2 / 2
+    gains = pd.read_csv(report.out / "gains.csv").set_index(["source", "target"])
+    assert gains.loc[("a", "b"), "gain_se_pts"] == pytest.approx(0.5)  # sqrt(0.5 / 2)
+    assert gains.loc[("a", "c"), "gain_se_pts"] == pytest.approx(np.sqrt(0.5))  # one seed: pooled sd
+    assert any(
+        line.startswith("coop joint 4-shot: seed noise sd 0.71 points (pooled over 4 pairs")
+        for line in report.lines
+    )
+    assert "NOISE UNMEASURED" not in report.text
+    page = report.html.read_text()
+    assert "Outlined cells: mean gain more than 2 standard errors from zero" in page
+    assert "of which seed noise" in page  # the decomposition's column beside the pairwise share
+    assert 0 < noise["noise_share"] <= noise["pairwise_share"]

@@ -271,7 +271,11 @@ def test_designed_similarities_only_for_builtin_tasks(toy_tasks):
     from study.embed import designed_table
 
     assert designed_table(["toy-five", "shapes"]) is None
-    assert designed_table(["shapes", "colors"]).num_rows == 2 * 4
+    from pipeline.data.suite import DESIGNED_KINDS
+
+    table = designed_table(["shapes", "colors"])
+    assert table.num_rows == len(DESIGNED_KINDS) * 4
+    assert set(table.column("kind").to_pylist()) == {"visual", "label", *DESIGNED_KINDS}
 
 
 def test_a_result_row_has_exactly_the_store_columns():

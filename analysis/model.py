@@ -1,0 +1,131 @@
+"""The crossed-effects model of one gain matrix (SPEC 6): gain ~ similarities + source + target.
+
+Source and target enter as fixed effects, so a similarity that only tracks good donors or receptive
+targets gets no credit; standard errors are clustered two ways, by source and by target (pairs that
+share a task are not independent). The model is fitted on the pair means (over seeds): the pair
+effect of a several-seed study is the model's residual, and `noise.py` splits it into seed noise
+and pairwise structure. statsmodels does the fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats import offdiag_pairs
+
+log = logging.getLogger(__name__)
+
+MODEL_COLUMNS = ["term", "estimate", "se", "lo", "hi", "p_value", "n_pairs", "n_tasks"]
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """Coefficients of the similarity terms (`table`, MODEL_COLUMNS: points of gain per unit of the
+    similarity, t intervals with clustered errors), the fit's R^2, the residual (pair) variance in
+    points^2, and the terms left out because they were constant or collinear with others."""
+
+    table: pd.DataFrame
+    r2: float
+    resid_var: float
+    n_pairs: int
+    dropped: tuple[str, ...] = ()
+
+
+def _independent(x: np.ndarray, fixed: np.ndarray, names: list[str]) -> list[int]:
+    """Columns of x that add rank to the fixed-effect design, kept in order (a similarity that is a
+    sum of others, or constant within sources or targets, adds none): a column's residual on the fixed
+    effects and the kept columns must keep more than 1e-9 of its sum of squares."""
+    keep: list[int] = []
+    for k in range(x.shape[1]):
+        basis = np.column_stack([fixed, x[:, keep]])
+        col = x[:, k] - x[:, k].mean()
+        resid = col - basis @ np.linalg.lstsq(basis, col, rcond=None)[0]
+        if float(col @ col) > 0 and float(resid @ resid) > 1e-9 * float(col @ col):
+            keep.append(k)
+        else:
+            log.info("model term %s left out: no variation beyond the other terms", names[k])
+    return keep
+
+
+def _two_way_se(fit, source: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Standard errors of the first k coefficients clustered by source and by target (Cameron, Gelbach
+    and Miller: the two one-way covariances minus the pair-level one, statsmodels' "cluster" with two
+    group columns). Where that difference is not positive, the larger one-way variance is used. The t
+    reference has the smaller number of clusters minus one degrees of freedom."""
+    two = fit.get_robustcov_results(cov_type="cluster", groups=np.column_stack([source, target]))
+    by_source = fit.get_robustcov_results(cov_type="cluster", groups=source)
+    by_target = fit.get_robustcov_results(cov_type="cluster", groups=target)
+    var = np.diag(np.asarray(two.cov_params()))[:k]
+    one_way = np.maximum(
+        np.diag(np.asarray(by_source.cov_params()))[:k], np.diag(np.asarray(by_target.cov_params()))[:k]
+    )
+    var = np.where(np.isfinite(var) & (var > 0), var, one_way)
+    df = float(min(len(np.unique(source)), len(np.unique(target))) - 1)
+    return np.sqrt(var), df
+
+
+def crossed_effects(gain: pd.DataFrame, sims: Mapping[str, pd.DataFrame], level: float = 0.95) -> ModelFit:
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the tall design's SVDs take ~30x longer when threads fight over two cores
+    with threadpool_limits(1):
+        return _crossed_effects(gain, sims, level)
+
+
+def _crossed_effects(gain: pd.DataFrame, sims: Mapping[str, pd.DataFrame], level: float) -> ModelFit:
+    """OLS of the off-diagonal gains on the similarities plus source and target fixed effects, over the
+    pairs where the gain and every similarity are finite (statsmodels), with standard errors clustered
+    by source and by target and t intervals. A similarity with no variation beyond the fixed effects
+    and the other similarities is left out and named in `dropped`."""
+    import statsmodels.api as sm
+    from scipy.stats import t as student
+
+    names = list(sims)
+    tasks = sorted(set(gain.index) & set(gain.columns), key=str)  # order-free, like every statistic
+    pairs = offdiag_pairs({"__gain__": gain, **sims}, tasks)
+    empty = ModelFit(pd.DataFrame(columns=MODEL_COLUMNS), np.nan, np.nan, len(pairs), tuple(names))
+    if len(pairs) < 8 or not names:
+        return empty
+    src = pd.Categorical(pairs["source"], categories=tasks)
+    tgt = pd.Categorical(pairs["target"], categories=tasks)
+    dummies = np.column_stack(
+        [
+            np.ones(len(pairs)),
+            pd.get_dummies(src, drop_first=True, dtype=float).to_numpy(),
+            pd.get_dummies(tgt, drop_first=True, dtype=float).to_numpy(),
+        ]
+    )
+    x = pairs[names].to_numpy(float)
+    keep = _independent(x, dummies, names)
+    dropped = tuple(n for k, n in enumerate(names) if k not in keep)
+    if not keep or len(pairs) <= dummies.shape[1] + len(keep) + 1:
+        return ModelFit(empty.table, np.nan, np.nan, len(pairs), tuple(names))
+    design = np.column_stack([x[:, keep], dummies])
+    base = sm.OLS(pairs["__gain__"].to_numpy(float), design).fit()
+    k = len(keep)
+    se, df = _two_way_se(base, src.codes, tgt.codes, k)
+    est = np.asarray(base.params[:k], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = student.ppf(0.5 + level / 2.0, df) * se
+        p_value = 2.0 * student.sf(np.abs(est / se), df)
+    rows = [
+        {
+            "term": names[keep[i]],
+            "estimate": float(est[i]),
+            "se": float(se[i]),
+            "lo": float(est[i] - half[i]),
+            "hi": float(est[i] + half[i]),
+            "p_value": float(p_value[i]),
+            "n_pairs": len(pairs),
+            "n_tasks": int(len(set(pairs["source"]) | set(pairs["target"]))),
+        }
+        for i in range(k)
+    ]
+    resid_var = float(base.ssr / max(base.df_resid, 1.0))
+    table = pd.DataFrame(rows, columns=MODEL_COLUMNS)
+    return ModelFit(table, float(base.rsquared), resid_var, len(pairs), dropped)
