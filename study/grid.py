@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass
 
@@ -26,17 +27,27 @@ class Grid:
         return [groups[k] for k in sorted(groups)]
 
 
+def noise_pairs(spec: StudySpec) -> set[tuple[str, str]]:
+    """The off-diagonal (source, target) pairs that also run at the noise seeds, drawn once for
+    every method with the spec's `noise.draw`."""
+    pairs = [(s, t) for s in spec.tasks for t in spec.tasks if s != t]
+    return set(random.Random(spec.noise.draw).sample(pairs, spec.noise.pairs))
+
+
 def expand(spec: StudySpec) -> Grid:
     """All cells of the study. An init transfer pulls in its source's single cells even when the
-    spec's stages leave 'single' out; the diagonal (source = target) is part of the grid."""
+    spec's stages leave 'single' out; the diagonal (source = target) is part of the grid. At the
+    noise seeds, every single cell and the transfer cells of the noise pairs run again."""
     recipe = Recipe(**dict(spec.recipe))
     cells: dict[Cell, None] = {}
     if "zeroshot" in spec.stages:
         for task in spec.tasks:
             cells[Cell(method="zeroshot", target=task, stage="zeroshot", backbone=spec.backbone)] = None
+    extra = noise_pairs(spec) if spec.noise.seeds else set()
     for method, config in spec.methods:
         for shots in spec.shots:
-            for seed in spec.seeds:
+            for seed in (*spec.seeds, *spec.noise.seeds):
+                pairs = None if seed in spec.seeds else extra  # None: every pair
                 common = dict(
                     method=method,
                     backbone=spec.backbone,
@@ -58,6 +69,8 @@ def expand(spec: StudySpec) -> Grid:
                     )
                     for source in spec.tasks:
                         for target in spec.tasks:
+                            if pairs is not None and (source, target) not in pairs:
+                                continue
                             cell = Cell(
                                 target=target,
                                 stage="transfer",

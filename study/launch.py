@@ -58,6 +58,8 @@ def spec_input(spec: StudySpec) -> dict:
     }
     if spec.source_seeds:
         data["source_seeds"] = list(spec.source_seeds)
+    if spec.noise.seeds:
+        data["noise"] = dataclasses.asdict(spec.noise) | {"seeds": list(spec.noise.seeds)}
     return data
 
 

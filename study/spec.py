@@ -27,6 +27,16 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Noise:
+    """Extra seeds that measure seed-to-seed noise: every single cell, and the transfer cells of
+    `pairs` off-diagonal (source, target) pairs drawn with `draw`, run again at each of `seeds`."""
+
+    seeds: tuple[int, ...] = ()
+    pairs: int = 0
+    draw: int = 0
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     backbone: str
@@ -41,6 +51,7 @@ class StudySpec:
     joint_sampling: str = JOINT_SAMPLINGS[0]
     recipe: tuple[tuple[str, object], ...] = ()  # overrides of the kernel's Recipe defaults
     resources: Resources = field(default_factory=Resources)
+    noise: Noise = field(default_factory=Noise)
     out: str = "results"
     suite: str | None = None  # the suite the task list came from, if any
 
@@ -159,6 +170,22 @@ def _resources(value, where: str) -> Resources:
     return res
 
 
+def _noise(value, where: str, seeds: tuple[int, ...], n_tasks: int) -> Noise:
+    if not isinstance(value, dict):
+        _fail(where, "[noise] must be a table")
+    _check_keys(value, {"seeds", "pairs", "draw"}, where, "noise")
+    noise = Noise(
+        seeds=_int_list(value.get("seeds", []), where, "noise.seeds", 0) if value.get("seeds") else (),
+        pairs=_typed(value.get("pairs", 0), int, where, "noise.pairs"),
+        draw=_typed(value.get("draw", 0), int, where, "noise.draw"),
+    )
+    if set(noise.seeds) & set(seeds):
+        _fail(where, f"'noise.seeds' repeats a seed of 'seeds': {sorted(set(noise.seeds) & set(seeds))}")
+    if not 0 <= noise.pairs <= n_tasks * (n_tasks - 1):
+        _fail(where, f"'noise.pairs' must be between 0 and {n_tasks * (n_tasks - 1)}, got {noise.pairs}")
+    return noise
+
+
 TOP_KEYS = {
     "name",
     "backbone",
@@ -173,6 +200,7 @@ TOP_KEYS = {
     "joint_sampling",
     "recipe",
     "resources",
+    "noise",
     "out",
 }
 
@@ -187,6 +215,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
     if not name or "/" in name or name.startswith("."):
         _fail(where, f"'name' must be a plain folder name, got {name!r}")
     tasks, suite = _tasks(data["tasks"], where)
+    seeds = _int_list(data.get("seeds", [0]), where, "seeds", 0)
     return StudySpec(
         name=name,
         backbone=_typed(data["backbone"], str, where, "backbone"),
@@ -194,7 +223,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         suite=suite,
         methods=_methods(data["methods"], where),
         shots=_int_list(data.get("shots", [5]), where, "shots", 1),
-        seeds=_int_list(data.get("seeds", [0]), where, "seeds", 0),
+        seeds=seeds,
         stages=_choices(data.get("stages", list(STAGES)), STAGES, where, "stages"),
         modes=_choices(data.get("modes", ["joint"]), MODES, where, "modes"),
         source_seeds=_int_list(data["source_seeds"], where, "source_seeds", 0)
@@ -206,6 +235,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         ),
         recipe=_recipe(data.get("recipe", {}), where),
         resources=_resources(data.get("resources", {}), where),
+        noise=_noise(data.get("noise", {}), where, seeds, len(tasks)),
         out=_typed(data.get("out", "results"), str, where, "out"),
     )
 

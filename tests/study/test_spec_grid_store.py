@@ -39,6 +39,23 @@ def test_grid_counts_for_two_methods_three_tasks_two_seeds(toy_tasks):
     assert len({cell_id(c) for c in grid.cells}) == len(grid.cells)
 
 
+def test_noise_seeds_rerun_every_single_cell_and_the_drawn_pairs(toy_tasks):
+    spec = spec_from_dict({**SMALL, "seeds": [0], "noise": {"seeds": [1, 2], "pairs": 2}})
+    counts = expand(spec).counts()
+    assert counts[("single", "coop")] == 3 * 3  # every task at seed 0 and at both noise seeds
+    # seed 0: 9 pairs x 2 modes; each noise seed: the 2 drawn pairs x 2 modes
+    assert counts[("transfer", "coop")] == 9 * 2 + 2 * 2 * 2
+    extra = [c for c in expand(spec).cells if c.stage == "transfer" and c.seed > 0]
+    pairs = {(c.source, c.target) for c in extra}
+    assert len(pairs) == 2 and all(s != t for s, t in pairs)  # off-diagonal, the same for both methods
+    assert {(c.method, c.seed) for c in extra} == {(m, s) for m in ("coop", "vpt") for s in (1, 2)}
+    assert expand(spec).cells == expand(spec).cells  # drawn the same way every time
+    with pytest.raises(MvlptError, match="'noise.seeds' repeats a seed of 'seeds': \\[0\\]"):
+        spec_from_dict({**SMALL, "seeds": [0], "noise": {"seeds": [0, 1]}})
+    with pytest.raises(MvlptError, match="'noise.pairs' must be between 0 and 6"):
+        spec_from_dict({**SMALL, "noise": {"seeds": [3], "pairs": 7}})
+
+
 def test_init_transfer_pulls_in_its_source_singles(toy_tasks):
     spec = spec_from_dict({**SMALL, "stages": ["transfer"], "modes": ["init"], "source_seeds": [0, 1]})
     grid = expand(spec)
@@ -151,7 +168,10 @@ def test_shipped_default_spec_is_the_full_builtin_grid():
     assert len(spec.tasks) == 20 and spec.modes == ("joint",) and spec.seeds == (0,)
     counts = expand(spec).counts()
     assert {m for _, m in counts} == {"zeroshot", "coop", "vpt", "upt"}
-    assert all(counts[("transfer", m)] == 400 for m in ("coop", "vpt", "upt"))
+    # 400 pairs at seed 0, and the 30 noise pairs again at seeds 1 and 2
+    assert spec.noise.seeds == (1, 2) and spec.noise.pairs == 30
+    assert all(counts[("transfer", m)] == 400 + 2 * 30 for m in ("coop", "vpt", "upt"))
+    assert all(counts[("single", m)] == 20 * 3 for m in ("coop", "vpt", "upt"))
     # the recipe for the small backbone reaches every cell, its step floor included
     recipes = {c.recipe for c in expand(spec).cells if c.stage != "zeroshot"}
     assert len(recipes) == 1 and recipes.pop().min_steps == 40
