@@ -1,10 +1,12 @@
-"""Prints issue 3's figures for the built-in suite: pre-training, zero-shot, headroom, transfer structure.
+"""Prints the built-in suite's figures: pre-training, zero-shot, headroom, transfer structure.
 
 Usage: PYTHONPATH=. python bench/builtin.py [--threads 2]
-         [--sections pretrain,zeroshot,probe,headroom,transfer]
+         [--sections pretrain,zeroshot,probe,headroom,transfer] [--against REV]
 
 probe: a linear classifier on the frozen image features of the headroom cells' shots, the ceiling
-that a text-side prompt (CoOp) cannot pass.
+that a text-side prompt (CoOp) cannot pass. --against REV first measures the same sections with the
+kernel of git revision REV (checked out into a temporary worktree), then prints both side by side:
+how a change of the kernel moved the suite's figures, measured in one run on one machine.
 """
 
 from __future__ import annotations
@@ -25,8 +27,22 @@ METHOD_CONFIGS = _DEFAULT_SPEC["methods"]
 RECIPE = _DEFAULT_SPEC["recipe"]
 
 
+def _kernel():
+    """make_cell, run and Recipe of the kernel on the path (an older revision kept the first and the
+    last in other modules)."""
+    try:
+        from pipeline.cell import make_cell
+        from pipeline.recipe import Recipe
+    except ImportError:
+        from pipeline.loop import Recipe
+        from pipeline.run import make_cell
+    from pipeline.run import run
+
+    return make_cell, run, Recipe
+
+
 def recipe(args):
-    from pipeline.recipe import Recipe
+    Recipe = _kernel()[2]
 
     kw = dict(RECIPE)
     kw.update(
@@ -80,9 +96,9 @@ def section_pretrain(args) -> str:
 
 
 def section_zeroshot(backbone: str) -> dict[str, float]:
-    from pipeline.cell import make_cell
     from pipeline.data.suite import SUITE, chance, suite_task
-    from pipeline.run import run
+
+    make_cell, run, _ = _kernel()
 
     print(
         f"\n## zero-shot ('a photo of a {{}}.')\n{'task':20s} {'classes':>7s} {'metric':>14s} {'value':>6s} "
@@ -148,10 +164,10 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
     print(f"probe beats zero-shot on {(g > 0).sum()}/20 tasks, by {100 * g.mean():+.2f} points on average")
 
 
-def section_headroom(backbone: str, zs: dict[str, float], args) -> None:
-    from pipeline.cell import make_cell
+def section_headroom(backbone: str, zs: dict[str, float], args) -> dict:
     from pipeline.data.suite import SUITE
-    from pipeline.run import run
+
+    make_cell, run, _ = _kernel()
 
     rec = recipe(args)
     print(f"\n## headroom at {args.shots} shots, seed 0, recipe {rec}")
@@ -175,18 +191,21 @@ def section_headroom(backbone: str, zs: dict[str, float], args) -> None:
     for i, name in enumerate(SUITE):
         cells = " ".join(f"{rows[m][i].value:6.3f} ({rows[m][i].wall_s:4.1f}s)" for m in rows)
         print(f"{name:20s} {zs[name]:9.3f} {cells}")
+    figures = {}
     for m, rs in rows.items():
         delta = np.array([r.value - zs[r.target] for r in rs])
+        figures[m] = {"wins": int((delta > 0).sum()), "gain": 100 * float(delta.mean())}
         print(
             f"{m}: wins {(delta > 0).sum()}/20 (target >= 12), mean gain {100 * delta.mean():+.2f} points "
             f"(target >= +3), slowest cell {max(r.wall_s for r in rs):.1f} s (target <= 10)"
         )
+    return figures
 
 
-def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
-    from pipeline.cell import make_cell
+def section_transfer(backbone: str, zs: dict[str, float], args) -> dict:
     from pipeline.data.suite import DISSIMILAR_PAIRS, SIMILAR_PAIRS, suite_task
-    from pipeline.run import run
+
+    make_cell, run, _ = _kernel()
 
     rec = recipe(args)
     similar, dissimilar = args.similar or SIMILAR_PAIRS, args.dissimilar or DISSIMILAR_PAIRS
@@ -197,6 +216,7 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
     for name in {t for pair in (*similar, *dissimilar) for t in pair} - set(zs):
         suite_task(name)
         zs[name] = run(make_cell("zeroshot", name, backbone=backbone)).value
+    figures = {}
     for method in args.methods:
         cfg = METHOD_CONFIGS[method]
         for seed in args.seeds:
@@ -213,6 +233,12 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
                     gains[kind].append(joint - base[target])
             sim, dis = 100 * np.mean(gains["similar"]), 100 * np.mean(gains["dissimilar"])
             floor = min(base[t] - zs[t] for t in base)
+            figures[f"{method} seed {seed}"] = {
+                "similar": sim,
+                "dissimilar": dis,
+                "diff": sim - dis,
+                "floor": 100 * floor,
+            }
             print(
                 f"{method} seed {seed}: similar {sim:+6.2f} dissimilar {dis:+6.2f} diff {sim - dis:+6.2f} "
                 f"(target >= 2)  | per pair sim {np.round(100 * np.array(gains['similar']), 1)} "
@@ -220,6 +246,7 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> None:
                 f"{100 * floor:+.2f} | baselines - zero-shot "
                 + " ".join(f"{t} {100 * (base[t] - zs[t]):+.1f}" for t in base)
             )
+    return figures
 
 
 def main() -> None:
@@ -237,6 +264,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--similar", help="transfer pairs SOURCE:TARGET,... (default: the suite's SIMILAR_PAIRS)")
     p.add_argument("--dissimilar", help="transfer pairs SOURCE:TARGET,... (default: DISSIMILAR_PAIRS)")
+    p.add_argument("--against", metavar="REV", help="also measure git revision REV's kernel; print both")
     p.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE", help="e.g. warmup_epochs=0")
     p.add_argument(
         "--set",
@@ -257,17 +285,75 @@ def main() -> None:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     sections = set(args.sections.split(","))
 
+    before = _measure_revision(args.against) if args.against else None
     import torch
 
     torch.set_num_threads(args.threads)
     backbone = section_pretrain(args)
+    figures = {}
     zs = section_zeroshot(backbone) if sections & {"zeroshot", "probe", "headroom", "transfer"} else {}
+    if zs:
+        figures["zero-shot mean"] = float(np.mean(list(zs.values())))
     if "probe" in sections:
         section_probe(backbone, zs, args)
     if "headroom" in sections:
-        section_headroom(backbone, zs, args)
+        figures["headroom"] = section_headroom(backbone, zs, args)
     if "transfer" in sections:
-        section_transfer(backbone, zs, args)
+        figures["transfer"] = section_transfer(backbone, zs, args)
+    print(f"{_FIGURES}{json.dumps(figures)}", flush=True)
+    if before is not None:
+        _compare(args.against, before, figures)
+
+
+_FIGURES = "figures: "
+
+
+def _measure_revision(rev: str) -> dict:
+    """Run this script's sections with the kernel of `rev`, in a temporary worktree; its figures."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    folder = tempfile.mkdtemp(prefix="mvlpt-rev-")
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", folder, rev], check=True)
+    try:
+        argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--against" and sys.argv[i] != "--against"]
+        env = {**os.environ, "PYTHONPATH": folder}
+        print(f"# with the kernel of {rev}", flush=True)
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), *argv],
+            cwd=folder,
+            env=env,
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        print(out, flush=True)
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", folder], check=False)
+    line = next(line for line in out.splitlines() if line.startswith(_FIGURES))
+    print("# with the kernel of this tree", flush=True)
+    return json.loads(line[len(_FIGURES) :])
+
+
+def _compare(rev: str, before: dict, after: dict) -> None:
+    print(f"\n## {rev} -> this tree")
+    if "zero-shot mean" in after:
+        print(f"zero-shot mean {before['zero-shot mean']:.3f} -> {after['zero-shot mean']:.3f}")
+    for m, now in after.get("headroom", {}).items():
+        old = before["headroom"][m]
+        print(
+            f"headroom {m}: wins {old['wins']}/20 -> {now['wins']}/20, "
+            f"mean gain {old['gain']:+.2f} -> {now['gain']:+.2f}"
+        )
+    for key, now in after.get("transfer", {}).items():
+        old = before["transfer"][key]
+        print(
+            f"transfer {key}: diff {old['diff']:+.2f} -> {now['diff']:+.2f} "
+            f"(similar {old['similar']:+.2f} -> {now['similar']:+.2f}, "
+            f"dissimilar {old['dissimilar']:+.2f} -> {now['dissimilar']:+.2f}), "
+            f"worst baseline - zero-shot {old['floor']:+.2f} -> {now['floor']:+.2f}"
+        )
 
 
 if __name__ == "__main__":

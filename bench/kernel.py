@@ -1,4 +1,5 @@
-"""Kernel speed and memory on the tiny backbone, CPU: seconds per epoch for each method.
+"""Kernel speed and memory on the tiny backbone, CPU: seconds per epoch for each method, and the
+matrix-multiply GFLOP/s each achieves (FLOPs counted by torch's profiler) beside a plain GEMM's.
 
 CoOp is timed three ways: with the feature cache (the kernel's default), with pixels preloaded but
 the image tower run every step (the kernel with --no-feature-cache), and decoding + preprocessing +
@@ -84,9 +85,37 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     start = time.perf_counter()
     data = TrainSet.single(x, y, task.num_classes)
     train(method, data, val_x, val_y, task.metric, recipe, seed=0, encode=encode)
-    per_epoch = (time.perf_counter() - start) / epochs
+    seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"case": case, "s_per_epoch": per_epoch, "prep_s": prep_s, "peak_rss_mb": peak, "n_train": len(x)}
+    # the same run again under the profiler, which counts the matrix multiplies' FLOPs (its own
+    # overhead would distort the time, so the rate divides by the unprofiled run's seconds)
+    from torch.profiler import ProfilerActivity, profile
+
+    method = build_method(case.split("-")[0], backbone, task.classnames, seed=0)
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        train(method, data, val_x, val_y, task.metric, recipe, seed=0, encode=encode)
+    flops = sum(e.flops for e in prof.key_averages() if e.flops)
+    return {
+        "case": case,
+        "s_per_epoch": seconds / epochs,
+        "prep_s": prep_s,
+        "peak_rss_mb": peak,
+        "n_train": len(x),
+        "gflops": flops / seconds / 1e9,
+    }
+
+
+def gemm_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """A plain (n x n) @ (n x n) float32 matrix multiply on one thread: the machine's reference rate."""
+    import torch
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def main() -> None:
@@ -119,9 +148,13 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"tiny backbone, CPU, {args.classes} classes x {args.shots} shots, batch 32, {args.epochs} epochs")
-    print(f"{'case':<24} {'s/epoch':>9} {'setup s':>8} {'peak RSS MB':>12}")
+    print(f"{'case':<24} {'s/epoch':>9} {'setup s':>8} {'peak RSS MB':>12} {'matmul GFLOP/s':>15}")
     for r in rows:
-        print(f"{r['case']:<24} {r['s_per_epoch']:>9.4f} {r['prep_s']:>8.3f} {r['peak_rss_mb']:>12.0f}")
+        print(
+            f"{r['case']:<24} {r['s_per_epoch']:>9.4f} {r['prep_s']:>8.3f} {r['peak_rss_mb']:>12.0f} "
+            f"{r['gflops']:>15.1f}"
+        )
+    print(f"plain 1024 x 1024 float32 GEMM, same thread count (1): {gemm_gflops():.1f} GFLOP/s")
     by = {r["case"]: r["s_per_epoch"] for r in rows}
     for slow, label in (
         ("coop-tower-every-step", "tower every step"),
