@@ -1,9 +1,10 @@
-"""A study's task embeddings and designed similarities, written beside its cells for the report.
+"""A study's task embeddings and designed similarities, written into its folder for the report.
 
-`_embeddings.parquet` holds the kernel's image, label and prompt embeddings of the study's tasks
-(see pipeline/embed.py); `_designed.parquet` the built-in suite's designed visual and label
-similarities (kind, source, target, value) when every task of the study comes from that suite.
-Both are rewritten whole and atomically, so a report never reads half of one.
+EMBEDDINGS holds the kernel's image, label and prompt embeddings of the study's tasks (see
+pipeline/embed.py); DESIGNED the built-in suite's designed visual and label similarities (kind,
+source, target, value) when every task of the study comes from that suite. Both sit in the
+folder's `_tables/`, out of reach of a `*.parquet` glob over the cells, and are rewritten whole and
+atomically, so a report never reads half of one.
 """
 
 from __future__ import annotations
