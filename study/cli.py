@@ -174,17 +174,21 @@ def _launch(spec, args, source_text: str | None) -> int:
     from pipeline.clip import backbone_identity, parse_backbone
     from pipeline.run import cell_id
     from study.grid import expand
+    from study.guard import check_out, check_resources, lock_folder, record_weights
     from study.launch import check_folder, write_meta
     from study.spec import STAGE_RANK
     from study.store import Store
 
     grid = expand(spec)
-    location = f"{spec.out.rstrip('/')}/{spec.name}"
+    # resume works on the folder it is given, also when it was renamed or copied
+    location = getattr(args, "dir", None) or f"{spec.out.rstrip('/')}/{spec.name}"
     if "://" not in location:  # trials run in their own working folders: pass them an absolute path
         location = os.path.abspath(location)
     store = Store(location)
+    check_out(location)
     backbone_id = backbone_identity(parse_backbone(spec.backbone))
     check_folder(spec, store, backbone_id)
+    check_resources(dataclasses.asdict(spec.resources), args.address, args.cpus)
     status = store.status_of()
     ids = [cell_id(c) for c in grid.cells]
     if args.dry_run:
@@ -198,8 +202,10 @@ def _launch(spec, args, source_text: str | None) -> int:
         ):
             print(f"{stage:<10} {method:<9} {n:>7} {done[(stage, method)]:>7} {n - done[(stage, method)]:>7}")
         return 0
+    lock_folder(store)
     store.create()
     write_meta(spec, store, grid.counts(), source_text, backbone_id)
+    record_weights(spec, store)
     from study.embed import EMBEDDINGS, write_embeddings
 
     cache_dir = args.cache_dir or _default_cache()
@@ -240,9 +246,9 @@ def _launch(spec, args, source_text: str | None) -> int:
 
 
 def _default_cache() -> str:
-    from pathlib import Path
+    from pipeline.pretrain import cache_dir
 
-    return str(Path(os.environ.get("MVLPT_CACHE", Path.home() / ".cache" / "mvlpt")) / "features")
+    return str(cache_dir() / "features")
 
 
 def cmd_run(args) -> int:

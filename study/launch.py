@@ -74,7 +74,7 @@ def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
     if overrides.get("mode"):
         data["modes"] = list(overrides["mode"])
     for key in ("name", "out"):
-        if overrides.get(key):
+        if overrides.get(key) is not None:  # an empty one is refused by the loader, not ignored
             data[key] = overrides[key]
     return spec_from_dict(data, where="command line")
 
@@ -155,6 +155,8 @@ def spec_of_folder(folder: str) -> StudySpec:
     meta = store.meta()
     if meta is None:
         raise MvlptError(f"not a study folder (no {SPEC_JSON}): {folder}")
+    if not isinstance(meta.get("spec"), dict):
+        raise MvlptError(f"{folder}/{SPEC_JSON} holds no study spec; it cannot be resumed from the folder")
     data = dict(meta["spec"])
     data["out"] = str(Path(folder).parent) if "://" not in folder else folder.rsplit("/", 1)[0]
     return spec_from_dict(data, where=f"{folder}/{SPEC_JSON}")
@@ -183,4 +185,7 @@ def status_table(folder: str) -> str:
         lines.append(f"{stage:<10} {method:<9} {ok:>6} {failed:>7} {total:>7}")
     ok_all = sum(v for (_, _, s), v in counts.items() if s == "ok")
     lines.append(f"{'all':<20} {ok_all:>6} {sum(counts.values()) - ok_all:>7} {sum(grid.values()):>7}")
+    if store.skipped:
+        named = ", ".join(f"{s.name} ({s.reason})" for s in store.skipped)
+        lines.append(f"skipped {len(store.skipped)} file(s) that are not cells of this study: {named}")
     return "\n".join(lines)
