@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from pipeline.run import Cell, cell_id, code_version, dependencies
+from study.guard import check_weights
 from study.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def run_one(job: Job, i: int, node: str) -> str:
         source_state = [store.load_prompt(d) for d in job.deps[i]] or None
         result = run(cell, source_state=source_state, context=_CONTEXT)
         row = {**result.row(), "study": job.study, "node": node}
+        check_weights(store, cell.backbone)  # a 'weights mismatch' is stored as a failed row instead
         store.write_cell(row, result.prompt_state)
         return "ok"
     except Exception as err:  # recorded, the study goes on, the next launch retries it
@@ -158,9 +160,19 @@ def _check_reachable(address: str) -> None:
 
 
 def start_ray(address: str | None, num_cpus: int | None):
-    """Join the cluster at `address`, or start a local one; one clear error if unreachable."""
+    """Join the cluster at `address`, or start a local one that listens on 127.0.0.1 only (its
+    servers take no authentication); one clear error if unreachable. Only `address` joins a cluster:
+    RAY_ADDRESS in the environment is named and ignored."""
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
+    if not address:
+        # Ray binds its servers to the node's address; with clusters off it takes the loopback one
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ignored = os.environ.pop("RAY_ADDRESS", None)
+        if ignored:
+            log.warning(
+                "RAY_ADDRESS=%s ignored: running on a local Ray instance (--address joins a cluster)", ignored
+            )
     import ray
     from ray import tune  # noqa: F401 - imported here so that its cost counts as start-up
 
@@ -173,9 +185,13 @@ def start_ray(address: str | None, num_cpus: int | None):
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address:
+            log.warning("joining the Ray cluster at %s", address)
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            import ray._private.ray_constants as constants  # read when ray was imported
+
+            constants.ENABLE_RAY_CLUSTER = False
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MvlptError(f"cannot reach Ray cluster at '{address}': {first}") from err
