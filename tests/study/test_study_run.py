@@ -67,14 +67,28 @@ def _table(folder: Path) -> pd.DataFrame:
     return frame.set_index("cell_id").sort_index()
 
 
+# the reference run's environment names a cluster that does not exist: a local run must not use it
+RAY_ADDRESS = "127.0.0.1:9"
+
+
 @pytest.fixture(scope="module")
 def reference(study_spec, tmp_path_factory):
+    from tests.study.test_security_cli import run_watching_sockets
+
     out = tmp_path_factory.mktemp("reference")
-    done = _cli("run", str(study_spec), "--out", str(out), "--quiet", "--cpus", "2", cache=str(out / "cache"))
+    env = {**os.environ, "MVLPT_CACHE": str(out / "cache"), "RAY_ADDRESS": RAY_ADDRESS}
+    cmd = [sys.executable, "-m", "study.cli", "run", str(study_spec), "--out", str(out), "--quiet"]
+    done, listening = run_watching_sockets([*cmd, "--cpus", "2"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     table = _table(out / "small")
-    table.attrs["folder"] = out / "small"
+    table.attrs.update(folder=out / "small", run=done, listening=listening)
     return table
+
+
+def test_a_local_run_listens_on_loopback_only_and_ignores_ray_address(reference):
+    from tests.study.test_security_cli import check_local_ray
+
+    check_local_ray(reference.attrs["run"], reference.attrs["listening"], RAY_ADDRESS)
 
 
 def test_dry_run_counts(study_spec, tmp_path):
@@ -96,7 +110,9 @@ def test_gpu_trials_fall_back_to_cpu_without_a_gpu(reference):
 
 
 def test_finished_study_holds_the_embeddings_of_its_tasks_and_prompts(reference):
-    emb = pd.read_parquet(reference.attrs["folder"] / "_embeddings.parquet")
+    from analysis.load import DESIGNED, EMBEDDINGS
+
+    emb = pd.read_parquet(reference.attrs["folder"] / EMBEDDINGS)
     tasks = sorted(reference.target.unique())
     classes = {t: 3 if t.endswith(("pets", "food")) else 2 for t in tasks}
     assert emb[emb.kind == "label"].groupby("task").size().to_dict() == classes
@@ -108,7 +124,7 @@ def test_finished_study_holds_the_embeddings_of_its_tasks_and_prompts(reference)
         map(tuple, singles[["method", "target", "seed"]].values.tolist())
     )
     assert prompts.groupby("method").vector.apply(lambda v: v.map(len).nunique()).eq(1).all()
-    assert not (reference.attrs["folder"] / "_designed.parquet").exists()  # not the built-in suite
+    assert not (reference.attrs["folder"] / DESIGNED).exists()  # not the built-in suite
 
 
 def test_kill_minus_nine_then_resume_gives_the_same_study(study_spec, reference, tmp_path):
