@@ -8,8 +8,8 @@ Layout of a study folder (any pyarrow filesystem URI, or a local path):
     _study.lock           who is running the study now (host and pid)
 Names starting with '_' or '.' are skipped by pyarrow's dataset discovery, and the only top-level
 `*.parquet` files are cells, so pandas, pyarrow, polars and DuckDB (`'DIR/*.parquet'`) read the folder
-as the table. Temporary files start with '.', so a reader never sees a torn file and a killed writer
-leaves nothing that counts. A file that is not a cell of this study (torn, foreign, another study's
+as the table. Temporary files start with '.' and end in '.tmp', so a reader never sees a torn file
+and a killed writer leaves nothing that counts. A file that is not a cell of this study (torn, foreign, another study's
 row) is skipped and named, never counted as done.
 """
 
@@ -129,7 +129,8 @@ class Store:
         new one, never an empty one that would count as a cell."""
         final = self._path(name)
         head, _, tail = final.rpartition("/")
-        tmp = f"{head}/.tmp-{uuid.uuid4().hex}-{tail}"
+        # hidden, and not ending in .parquet: DuckDB's and polars' `*.parquet` globs match hidden files
+        tmp = f"{head}/.{tail}.{uuid.uuid4().hex}.tmp"
         try:
             if "/" in name:
                 self.fs.create_dir(head, recursive=True)

@@ -175,7 +175,7 @@ def test_cell_file_and_its_folder_entry_reach_the_disk_before_the_cell_counts(tm
     monkeypatch.setattr(os, "fsync", fsync)
     store.write_cell(_row("c0"))
     folder = str(tmp_path / "s")
-    assert [p for p in synced if os.path.basename(p).startswith(".tmp-")], synced  # the data
+    assert [p for p in synced if os.path.basename(p).endswith(".tmp")], synced  # the data
     assert synced[-1] == folder  # then the rename, in the folder's own entry
     assert store.done() == {"c0"}
 

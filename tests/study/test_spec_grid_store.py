@@ -180,7 +180,7 @@ def test_a_full_disk_loses_nothing_already_stored(tmp_path, monkeypatch):
     with pytest.raises(MvlptError, match=r"could not write .*a\.parquet: .*No space left on device"):
         store.write_cell(_row("a", value=0.99))
     assert (tmp_path / "s" / "a.parquet").read_bytes() == before
-    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]
 
 
 def test_store_at_a_filesystem_uri(tmp_path):
