@@ -1,5 +1,4 @@
-"""How the report puts files on disk and text into Markdown: atomically, never through a link, and
-with every string that came from a study folder escaped."""
+"""Report files on disk and text in Markdown: written atomically, never through a link, escaped."""
 
 from __future__ import annotations
 

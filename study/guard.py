@@ -1,5 +1,4 @@
-"""Preconditions of a launch: where a study may go, who holds its folder, what it asks of the nodes,
-and which weights its cells must have been computed with."""
+"""Preconditions of a launch: where a study may go, who holds its folder, what it asks, which weights."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ Layout of a study folder (any pyarrow filesystem URI, or a local path):
 Names starting with '_' or '.' are skipped by pyarrow's dataset discovery, and the only top-level
 `*.parquet` files are cells, so pandas, pyarrow, polars and DuckDB (`'DIR/*.parquet'`) read the folder
 as the table. Temporary files start with '.' and end in '.tmp', so a reader never sees a torn file
-and a killed writer leaves nothing that counts. A file that is not a cell of this study (torn, foreign, another study's
-row) is skipped and named, never counted as done.
+and a killed writer leaves nothing that counts. A file that is not a cell of this study (torn,
+foreign, another study's row) is skipped and named, never counted as done.
 """
 
 from __future__ import annotations
