@@ -23,8 +23,8 @@ name = "faults"
 backbone = "tiny"
 tasks = [{tasks}]
 shots = [1]
-seeds = [0]
-modes = ["joint"]
+seeds = [0, 1]
+stages = ["single"]
 [methods.coop]
 n_ctx = 2
 [recipe]
