@@ -26,12 +26,13 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
 
 
 _MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#!~])")
+_MD_SPECIAL = re.compile(r"([\\`*_|#~])")
 
 
 def markdown_text(value) -> str:
-    """`value` as literal Markdown text on one line: no HTML, link, emphasis or table cell border can
-    come out of it (a study or task name is whatever its folder says)."""
+    """`value` as literal Markdown text on one line: no HTML, link, image, emphasis or table cell
+    border can come out of it (a study or task name is whatever its folder says). Brackets stay as
+    they are (intervals read "[lo, hi]"); a link needs "](" and gets "]\\(" instead."""
     text = "".join(c if c.isprintable() else " " for c in str(value))
     text = "".join(_MD_ENTITIES.get(c, c) for c in text)
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("](", "]\\(")

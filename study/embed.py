@@ -15,7 +15,7 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.load import DESIGNED, EMBEDDINGS  # the names the report reads them under
+from analysis.load import DESIGNED, EMBEDDINGS, LEGACY  # the names the report reads them under
 from study.spec import StudySpec
 from study.store import Store
 
@@ -82,5 +82,7 @@ def write_embeddings(spec: StudySpec, store: Store, cache_dir: str | None, promp
     designed = designed_table(list(spec.tasks))
     if designed is not None:
         store.write_bytes(DESIGNED, _parquet_bytes(designed))
+    for old in LEGACY.values():  # an earlier version's copies beside the cells would read as cells
+        store.delete(old)
     log.info("wrote %d embedding rows to %s", len(rows), store.location)
     return len(rows)

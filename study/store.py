@@ -151,6 +151,11 @@ class Store:
     def write_bytes(self, name: str, data: bytes) -> None:
         self._write_atomic(name, data)
 
+    def delete(self, name: str) -> None:
+        """Remove the file `name` of the folder if it is there."""
+        if self.has(name):
+            self.fs.delete_file(self._path(name))
+
     def has(self, name: str) -> bool:
         return self.fs.get_file_info(self._path(name)).type == pafs.FileType.File
 

@@ -247,7 +247,9 @@ def test_study_embeddings_and_designed_similarities_are_written_beside_the_cells
     cell = make_cell("coop", "shapes", method_config={"n_ctx": 2}, backbone="tiny", shots=2)
     result = run(dataclasses.replace(cell, recipe=dataclasses.replace(cell.recipe, epochs=1)))
     store.write_cell({**result.row(), "study": "e"}, result.prompt_state)
+    store.write_bytes("_embeddings.parquet", b"an earlier version's table beside the cells")
     n = write_embeddings(spec, store, cache_dir=None)
+    assert not store.has("_embeddings.parquet")  # moved out of the cells' glob
 
     emb = pq.read_table(store._path(EMBEDDINGS)).to_pandas()
     assert len(emb) == n
