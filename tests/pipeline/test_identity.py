@@ -164,6 +164,10 @@ def test_a_junk_builtin_checkpoint_is_one_line_with_its_path_and_the_fix(tmp_pat
     monkeypatch.setenv("MVLPT_CACHE", str(tmp_path))
     monkeypatch.setattr(clip, "_LOADED", {})
     path = checkpoint_path()
-    path.write_bytes(b"\x80\x04 this is not a checkpoint")
+    path.write_bytes(b"this is not a checkpoint")
     with pytest.raises(MvlptError, match=f"cached built-in backbone {path} is damaged .*mvlpt pretrain"):
+        clip.load_backbone("builtin")
+    torch.save({"visual.proj": torch.zeros(64, 32)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(MvlptError, match=f"cached built-in backbone {path} is damaged"):
         clip.load_backbone("builtin")
