@@ -131,7 +131,7 @@ def read_cells(folder: Path, study: str | None = None) -> tuple[pd.DataFrame, tu
         if table is not None and (why := _foreign_column(table)) is not None:
             table = None
         if table is not None and study is not None and "study" in table.column_names:
-            foreign = {s for s in table.column("study").to_pylist() if s != study}
+            foreign = {s for s in table.column("study").to_pylist() if s is not None and s != study}
             if foreign:
                 table, why = None, f"a row of another study ({sorted(map(str, foreign))[0]!r})"
         if table is None:

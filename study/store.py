@@ -217,7 +217,7 @@ class Store:
             )
             stems = sorted((_stem(f) for f in files), key=str)
             if sorted(table.column("cell_id").to_pylist(), key=str) == stems and (
-                study is None or set(table.column("study").to_pylist()) <= {study}
+                study is None or set(table.column("study").to_pylist()) <= {study, None}
             ):
                 return table.select(wanted)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError):
@@ -289,7 +289,7 @@ def _read_cell_file(fs: pafs.FileSystem, path: str, study: str | None) -> tuple[
     table = pa.Table.from_arrays(columns, schema=SCHEMA)
     if table.column("cell_id").to_pylist() != [_stem(path)]:
         return None, "its row is not the cell its file name says"
-    if study is not None and table.column("study").to_pylist() != [study]:
+    if study is not None and table.column("study").to_pylist() not in ([study], [None]):
         return None, f"a row of another study ({table.column('study')[0].as_py()!r})"
     return table, None
 
