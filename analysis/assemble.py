@@ -23,6 +23,7 @@ from analysis.gains import (
 )
 from analysis.load import (
     EMBEDDINGS,
+    LEGACY,
     ReportError,
     StudyTables,
     image_arrays,
@@ -128,7 +129,7 @@ class Analysis:
 
 def no_embeddings(tables: StudyTables) -> str:
     """What the report says in place of the similarities that need the embeddings."""
-    unreadable = any(s.name == EMBEDDINGS for s in tables.skipped)
+    unreadable = any(s.name in (EMBEDDINGS, LEGACY[EMBEDDINGS]) for s in tables.skipped)
     why = f"{EMBEDDINGS} unreadable" if unreadable else f"no {EMBEDDINGS}"
     return f"visual, label and prompt similarities: not computed ({why})"
 

@@ -32,8 +32,13 @@ def new_figure(width: float, height: float):
 
 
 def save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
-    return path
+    import io
+
+    from analysis.files import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return write_atomic(path, buffer.getvalue())
 
 
 def heatmap(

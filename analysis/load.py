@@ -1,9 +1,11 @@
 """Read a study folder into pandas without the kernel: cell rows, metadata, embeddings, designed similarities.
 
 A study folder holds one `<cell_id>.parquet` per cell (names starting with '.' or '_' are not cells),
-`_study.json` (its metadata), and optionally `_embeddings.parquet` (image, label and prompt
-embeddings, long format) and `_designed.parquet` (the built-in suite's designed similarities). A cell
-file that cannot be read is skipped and named, never fatal: one torn file must not hide a study.
+`_study.json` (its metadata), and optionally `_tables/embeddings.parquet` (image, label and prompt
+embeddings, long format) and `_tables/designed.parquet` (the built-in suite's designed similarities),
+kept in a '_' folder so that a `DIR/*.parquet` glob reads the cells alone. A cell file that cannot be
+read, or that holds another study's row, is skipped and named, never fatal: one torn file must not
+hide a study.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 STUDY_JSON = "_study.json"
-EMBEDDINGS = "_embeddings.parquet"
-DESIGNED = "_designed.parquet"
+TABLES_DIR = "_tables"
+EMBEDDINGS = f"{TABLES_DIR}/embeddings.parquet"
+DESIGNED = f"{TABLES_DIR}/designed.parquet"
+# where earlier versions kept them, beside the cells; still read
+LEGACY = {EMBEDDINGS: "_embeddings.parquet", DESIGNED: "_designed.parquet"}
 # what a row needs to count as a cell; the store writes more (SPEC 7), the report reads these
 CELL_COLUMNS = ("stage", "method", "target", "value", "status")
 OPTIONAL_COLUMNS = ("study", "cell_id", "mode", "backbone", "source", "shots", "seed", "metric", "error")
@@ -85,6 +90,26 @@ def _read_parquet(path: Path, required: tuple[str, ...]) -> tuple[pa.Table | Non
     return table, None
 
 
+# the kind of value each cell column must hold; a file with another (a foreign schema) is not a cell file
+_COLUMN_KINDS = {
+    "value": ("a number", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)),
+    "shots": ("an integer", pa.types.is_integer),
+    "seed": ("an integer", pa.types.is_integer),
+    **{c: ("a string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
+       for c in ("study", "cell_id", "stage", "mode", "method", "source", "target", "status", "metric")},
+}  # fmt: skip
+
+
+def _foreign_column(table: pa.Table) -> str | None:
+    """Why the table cannot be a cell file by its column types, or None."""
+    for name, (kind, ok) in _COLUMN_KINDS.items():
+        if name in table.column_names:
+            t = table.schema.field(name).type
+            if not (pa.types.is_null(t) or ok(t)):
+                return f"not a result file: column '{name}' is {t}, expected {kind}"
+    return None
+
+
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:
     try:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
@@ -92,8 +117,9 @@ def _concat(tables: list[pa.Table]) -> pd.DataFrame:
         return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 
 
-def read_cells(folder: Path) -> tuple[pd.DataFrame, tuple[SkippedFile, ...]]:
-    """All cell rows of a folder, read file by file; unreadable files are skipped and returned."""
+def read_cells(folder: Path, study: str | None = None) -> tuple[pd.DataFrame, tuple[SkippedFile, ...]]:
+    """All cell rows of a folder, read file by file; unreadable files, and rows of a study other than
+    `study` (when given), are skipped and returned."""
     names = sorted(
         p.name
         for p in folder.iterdir()
@@ -102,6 +128,12 @@ def read_cells(folder: Path) -> tuple[pd.DataFrame, tuple[SkippedFile, ...]]:
     tables, skipped = [], []
     for name in names:
         table, why = _read_parquet(folder / name, CELL_COLUMNS)
+        if table is not None and (why := _foreign_column(table)) is not None:
+            table = None
+        if table is not None and study is not None and "study" in table.column_names:
+            foreign = {s for s in table.column("study").to_pylist() if s is not None and s != study}
+            if foreign:
+                table, why = None, f"a row of another study ({sorted(map(str, foreign))[0]!r})"
         if table is None:
             log.warning("skipped %s: %s", name, why)
             skipped.append(SkippedFile(name, why))
@@ -136,6 +168,14 @@ def _square(part: pd.DataFrame) -> pd.DataFrame:
     return m
 
 
+def _table_path(folder: Path, name: str) -> Path | None:
+    """Where the folder keeps the non-cell table `name` (or kept it before), None if nowhere."""
+    for candidate in (folder / name, folder / LEGACY[name]):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load_study(folder: str | Path) -> StudyTables:
     """Read a study folder. Raises ReportError when the folder is missing or is not a study; a study
     without cells is returned as it is (the report decides what to say)."""
@@ -145,23 +185,24 @@ def load_study(folder: str | Path) -> StudyTables:
     if not folder.is_dir():
         raise ReportError(f"not a folder: {folder}")
     meta = read_meta(folder)
-    cells, skipped = read_cells(folder)
+    name = meta.get("name")
+    cells, skipped = read_cells(folder, name if isinstance(name, str) else None)
     skipped = list(skipped)
     embeddings = None
-    if (folder / EMBEDDINGS).is_file():
-        table, why = _read_parquet(folder / EMBEDDINGS, ("kind", "task", "vector"))
+    if (path := _table_path(folder, EMBEDDINGS)) is not None:
+        table, why = _read_parquet(path, ("kind", "task", "vector"))
         if table is None:
-            skipped.append(SkippedFile(EMBEDDINGS, why))
+            skipped.append(SkippedFile(path.relative_to(folder).as_posix(), why))
         else:
             embeddings = table.to_pandas()
             for col in EMBEDDING_COLUMNS:
                 if col not in embeddings:
                     embeddings[col] = None
     designed = {}
-    if (folder / DESIGNED).is_file():
-        table, why = _read_parquet(folder / DESIGNED, DESIGNED_COLUMNS)
+    if (path := _table_path(folder, DESIGNED)) is not None:
+        table, why = _read_parquet(path, DESIGNED_COLUMNS)
         if table is None:
-            skipped.append(SkippedFile(DESIGNED, why))
+            skipped.append(SkippedFile(path.relative_to(folder).as_posix(), why))
         else:
             df = table.to_pandas()
             designed = {str(k): _square(part) for k, part in df.groupby("kind", sort=False)}

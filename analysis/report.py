@@ -33,6 +33,7 @@ from analysis.assemble import (
     stat_row,
 )
 from analysis.figures import Panel, heatmap, save, scatter_grid
+from analysis.files import markdown_text, write_atomic
 from analysis.gains import SETTING_KEYS
 from analysis.load import ReportError, load_study
 from analysis.stats import offdiag_pairs
@@ -550,8 +551,8 @@ def _missing_lines(a: Analysis) -> list[str]:
 
 
 def _markdown(df: pd.DataFrame) -> str:
-    cells = df.astype(str).map(lambda s: s.replace("|", "\\|"))
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    cells = df.astype(str).map(markdown_text)
+    head = "| " + " | ".join(map(markdown_text, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     return "\n".join([head, rule, *("| " + " | ".join(row) + " |" for row in cells.to_numpy())])
 
@@ -562,8 +563,7 @@ def write_tables(a: Analysis, out: Path, lines: Sequence[str]) -> list[Path]:
 
     def csv(name: str, df: pd.DataFrame | None) -> None:
         if df is not None:
-            df.to_csv(out / name, index=False)
-            written.append(out / name)
+            written.append(write_atomic(out / name, df.to_csv(index=False)))
 
     csv("summary.csv", a.methods)
     csv("progress.csv", a.progress)
@@ -579,7 +579,12 @@ def write_tables(a: Analysis, out: Path, lines: Sequence[str]) -> list[Path]:
     csv("per_target.csv", a.per_target)
     csv("model.csv", a.model)
     csv("noise.csv", a.noise)
-    md = [f"# Study {a.tables.name}: summary", "", *(f"- {line}" for line in lines), ""]
+    md = [
+        f"# Study {markdown_text(a.tables.name)}: summary",
+        "",
+        *(f"- {markdown_text(line)}" for line in lines),
+        "",
+    ]
     md += ["## Per method (points of the metric)", "", _markdown(method_table(a)), ""]
     if a.per_target is not None:
         md += ["## Per target: sources ranked by each similarity, mean over targets", ""]
@@ -590,8 +595,7 @@ def write_tables(a: Analysis, out: Path, lines: Sequence[str]) -> list[Path]:
     if a.correlations is not None:
         md += ["## Global Spearman correlations with gain (95% task-bootstrap intervals)", ""]
         md += [_markdown(correlation_display(a)), ""]
-    (out / "summary.md").write_text("\n".join(md))
-    written.append(out / "summary.md")
+    written.append(write_atomic(out / "summary.md", "\n".join(md)))
     return written
 
 
@@ -911,6 +915,9 @@ def make_report(
     if tables.cells.empty:
         why = f"; {len(tables.skipped)} unreadable file(s) skipped" if tables.skipped else ""
         raise ReportError(f"empty study: no cells in {tables.folder}{why}")
+    if out is None and (tables.folder / REPORT_DIR).is_symlink():
+        # a folder from elsewhere could point its report at any folder of the user's
+        raise ReportError(f"{tables.folder / REPORT_DIR} is a symbolic link; remove it or pass --out")
     out = Path(out) if out is not None else tables.folder / REPORT_DIR
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -923,7 +930,7 @@ def make_report(
     lines = summary_lines(a)
     written = write_tables(a, out, lines)
     page = out / "report.html"
-    page.write_text(render_html(a, figures, lines), encoding="utf-8")
+    write_atomic(page, render_html(a, figures, lines))
     log.info("report of %s written to %s", tables.folder, page)
     return Report(
         folder=tables.folder,

@@ -108,11 +108,39 @@ def parse_backbone(name: str) -> BackboneSpec:
     return BackboneSpec(name, arch_name, weights, False)
 
 
-def backbone_identity(spec: BackboneSpec) -> str:
-    """What determines the backbone's weights: config content plus the tag or the file's hash."""
+def library_versions() -> str:
+    """The versions of the libraries that compute features: a new release may change their last bits."""
     import open_clip
 
-    cfg = json.dumps(open_clip.get_model_config(spec.arch), sort_keys=True)
+    return f"torch {torch.__version__}|open_clip {open_clip.__version__}"
+
+
+def trained_with_quick_gelu(spec: BackboneSpec) -> bool:
+    """Whether a pretrained tag's weights were trained with QuickGELU while the architecture's config
+    says GELU (OpenAI's weights under the plain `ViT-B-16` config): such a model must be built with
+    QuickGELU, or it computes other features than the ones its weights were trained for."""
+    import open_clip
+
+    if spec.weights is None or spec.weights_is_file:
+        return False
+    tag = open_clip.get_pretrained_cfg(spec.arch, spec.weights) or {}
+    return bool(tag.get("quick_gelu")) and not (open_clip.get_model_config(spec.arch) or {}).get("quick_gelu")
+
+
+def effective_config(spec: BackboneSpec) -> dict:
+    """The open_clip config the backbone is built from, with the activation its weights need."""
+    import open_clip
+
+    cfg = dict(open_clip.get_model_config(spec.arch) or {})
+    if trained_with_quick_gelu(spec):
+        cfg["quick_gelu"] = True
+    return cfg
+
+
+def backbone_identity(spec: BackboneSpec) -> str:
+    """What determines the backbone's weights: effective config (activation included) plus the tag
+    or the file's hash."""
+    cfg = json.dumps(effective_config(spec), sort_keys=True)
     if spec.pretrained_here:
         from pipeline.pretrain import checkpoint_key
 
@@ -361,6 +389,7 @@ def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str 
     import open_clip
 
     identity = backbone_identity(spec)
+    pretrained_here = spec.pretrained_here
     if spec.pretrained_here:
         from pipeline.pretrain import pretrained_checkpoint
 
@@ -368,11 +397,22 @@ def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str 
     try:
         with torch.random.fork_rng(devices=[]), _quiet_root_logger(spec.weights is None):
             torch.manual_seed(0)  # shipped configs without weights are this exact random init
-            model = open_clip.create_model(spec.arch, pretrained=spec.weights, cache_dir=cache_dir)
+            model = open_clip.create_model(
+                spec.arch,
+                pretrained=spec.weights,
+                cache_dir=cache_dir,
+                force_quick_gelu=trained_with_quick_gelu(spec),
+            )
     except MvlptError:
         raise
-    except (RuntimeError, FileNotFoundError, OSError, KeyError, ValueError) as err:
-        raise MvlptError(f"could not load backbone '{name}': {first_line(err)}") from err
+    except Exception as err:  # a torn or foreign checkpoint raises from torch's unpickler, any type
+        first = first_line(err)
+        if pretrained_here:
+            raise MvlptError(
+                f"the cached built-in backbone {spec.weights} is damaged ({first}); "
+                f"delete it and run `mvlpt pretrain` to rebuild it"
+            ) from err
+        raise MvlptError(f"could not load backbone '{name}': {first}") from err
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

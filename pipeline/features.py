@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.clip import Backbone
+from pipeline.clip import Backbone, library_versions
 from pipeline.data.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,17 @@ class FeatureCache:
 
     @staticmethod
     def key(backbone: Backbone, task: Task, split: str) -> str:
+        """Everything the features depend on: weights, data, preprocessing, and the device, dtype and
+        library versions that change their last bits."""
         parts = [
             backbone.identity,
             task.identity,
             task.source.fingerprint(),
             split,
             backbone.preprocess_cfg_key(),
+            backbone.device.type,
+            str(next(backbone.model.parameters()).dtype),
+            library_versions(),
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
@@ -106,11 +112,20 @@ class FeatureCache:
             return None
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
+            index = [int(i) for i in blob["index"]]
+            features = blob["features"]
+            valid = (
+                blob.get("key") == key
+                and isinstance(features, torch.Tensor)
+                and features.dim() == 2
+                and features.shape[0] == len(index) == len(set(index))
+            )
         except Exception:  # a cache file that cannot be read is rebuilt, never trusted
-            log.warning("ignoring unreadable feature cache file %s", path)
+            valid = False
+        if not valid:
+            log.warning("ignoring feature cache file %s: unreadable or not the table its name says", path)
             return None
-        index = [int(i) for i in blob["index"]]
-        return {i: r for r, i in enumerate(index)}, blob["features"]
+        return {i: r for r, i in enumerate(index)}, features
 
     def _table(self, key: str) -> tuple[dict[int, int], torch.Tensor | None]:
         if key not in self._tables:
@@ -132,8 +147,9 @@ class FeatureCache:
                 pos = {**pos, **{i: len(pos) + k for k, i in enumerate(extra)}}
                 feats = torch.cat([feats, rows])
         index = sorted(pos, key=pos.get)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"index": torch.tensor(index, dtype=torch.long), "features": feats}, tmp)
+        # processes on several hosts may share the folder: a temporary name of this writer's own
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        torch.save({"key": key, "index": torch.tensor(index, dtype=torch.long), "features": feats}, tmp)
         os.replace(tmp, path)
 
     def features(self, backbone: Backbone, task: Task, split: str, indices, workers: int = 0) -> torch.Tensor:

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def pretrained_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("pre-training %s (%d steps); checkpoint will be %s", ARCH, recipe.steps, path)
     state = pretrain(recipe)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    # hosts sharing the cache folder may have equal pids: the temporary name is unique to this writer
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path

@@ -175,10 +175,11 @@ def _launch(spec, args, source_text: str | None) -> int:
     from study.launch import dry_run_table, launch
 
     if args.dry_run:
-        print(dry_run_table(spec))
+        print(dry_run_table(spec, getattr(args, "dir", None)))
         return 0
     done = launch(
         spec,
+        folder=getattr(args, "dir", None),  # resume works on the folder it is given, renamed or copied
         source_text=source_text,
         address=args.address,
         num_cpus=args.cpus,

@@ -1,10 +1,11 @@
-"""A study's task embeddings and designed similarities, written beside its cells for the report.
+"""A study's task embeddings and designed similarities, written into its folder for the report.
 
-`_embeddings.parquet` holds the kernel's image, label and prompt embeddings of the study's tasks
-(see pipeline/embed.py); `_designed.parquet` the built-in suite's designed visual and label
-similarities and its designed relations (same_factor, aligned_words, crossed_words, same_domain), as
-rows (kind, source, target, value), when every task of the study comes from that suite.
-Both are rewritten whole and atomically, so a report never reads half of one.
+EMBEDDINGS holds the kernel's image, label and prompt embeddings of the study's tasks (see
+pipeline/embed.py); DESIGNED the built-in suite's designed visual and label similarities and
+designed relations (same_factor, aligned_words, crossed_words, same_domain) as rows (kind,
+source, target, value) when every task of the study comes from that suite. Both sit in the
+folder's `_tables/`, out of reach of a `*.parquet` glob over the cells, and are rewritten whole and
+atomically, so a report never reads half of one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.load import DESIGNED, EMBEDDINGS  # the names the report reads them under
+from analysis.load import DESIGNED, EMBEDDINGS, LEGACY  # the names the report reads them under
 from study.spec import StudySpec
 from study.store import Store
 
@@ -82,5 +83,7 @@ def write_embeddings(spec: StudySpec, store: Store, cache_dir: str | None, promp
     designed = designed_table(list(spec.tasks))
     if designed is not None:
         store.write_bytes(DESIGNED, _parquet_bytes(designed))
+    for old in LEGACY.values():  # an earlier version's copies beside the cells would read as cells
+        store.delete(old)
     log.info("wrote %d embedding rows to %s", len(rows), store.location)
     return len(rows)

@@ -82,7 +82,7 @@ def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
     if overrides.get("mode"):
         data["modes"] = list(overrides["mode"])
     for key in ("name", "out"):
-        if overrides.get(key):
+        if overrides.get(key) is not None:  # an empty one is refused by the loader, not ignored
             data[key] = overrides[key]
     return spec_from_dict(data, where="command line")
 
@@ -171,6 +171,8 @@ def spec_of_folder(folder: str) -> StudySpec:
     meta = store.meta()
     if meta is None:
         raise MvlptError(f"not a study folder (no {SPEC_JSON}): {folder}")
+    if not isinstance(meta.get("spec"), dict):
+        raise MvlptError(f"{folder}/{SPEC_JSON} holds no study spec; it cannot be resumed from the folder")
     data = dict(meta["spec"])
     data["out"] = str(Path(folder).parent) if "://" not in folder else folder.rsplit("/", 1)[0]
     return spec_from_dict(data, where=f"{folder}/{SPEC_JSON}")
@@ -199,6 +201,9 @@ def status_table(folder: str) -> str:
         lines.append(f"{stage:<10} {method:<9} {ok:>6} {failed:>7} {total:>7}")
     ok_all = sum(v for (_, _, s), v in counts.items() if s == "ok")
     lines.append(f"{'all':<20} {ok_all:>6} {sum(counts.values()) - ok_all:>7} {sum(grid.values()):>7}")
+    if store.skipped:
+        named = ", ".join(f"{s.name} ({s.reason})" for s in store.skipped)
+        lines.append(f"skipped {len(store.skipped)} file(s) that are not cells of this study: {named}")
     return "\n".join(lines)
 
 
@@ -222,26 +227,34 @@ def study_location(spec: StudySpec) -> str:
     return location
 
 
-def plan_study(spec: StudySpec) -> tuple[Store, Plan, str]:
-    """Check the folder against the spec and plan the grid. -> (store, plan, backbone identity)."""
+def plan_study(spec: StudySpec, folder: str | None = None) -> tuple[Store, Plan, str]:
+    """Check the folder (by default the spec's) against the spec and plan the grid.
+    -> (store, plan, backbone identity)."""
     from pipeline.clip import backbone_identity, parse_backbone
     from study.grid import expand
+    from study.guard import check_out
     from study.plan import build_plan
 
-    store = Store(study_location(spec))
+    location = study_location(spec) if folder is None else folder
+    if "://" not in location:  # trials run in their own working folders: pass them an absolute path
+        location = os.path.abspath(location)
+    check_out(location)
+    store = Store(location)
     backbone_id = backbone_identity(parse_backbone(spec.backbone))
     check_folder(spec, store, backbone_id)
     return store, build_plan(expand(spec), store.done()), backbone_id
 
 
-def dry_run_table(spec: StudySpec) -> str:
+def dry_run_table(spec: StudySpec, folder: str | None = None) -> str:
     """The grid's counts per stage and method, what is done and what is left; runs nothing. A new
     folder needs no cell identities (so no data or weights): nothing in it is done."""
     from study.grid import expand
 
-    store = Store(study_location(spec))
+    store = Store(
+        os.path.abspath(folder) if folder and "://" not in folder else folder or study_location(spec)
+    )
     if store.cell_files():
-        _, plan, _ = plan_study(spec)
+        _, plan, _ = plan_study(spec, folder)
         cells, done = plan.cells, plan.done_per()
     else:
         check_folder(spec, store)
@@ -260,6 +273,7 @@ def dry_run_table(spec: StudySpec) -> str:
 def launch(
     spec: StudySpec,
     *,
+    folder: str | None = None,
     source_text: str | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
@@ -267,13 +281,18 @@ def launch(
     show_progress: bool = True,
 ) -> Launch:
     """Run a study: check its folder, write its metadata and embeddings, plan its cells, run what
-    is not done, then store the learned prompts' embeddings."""
+    is not done, then store the learned prompts' embeddings. `folder`: the study's folder when it is
+    not the spec's (a resumed copy)."""
     from pipeline.pretrain import cache_dir as cache_root
     from study.embed import EMBEDDINGS, write_embeddings
+    from study.guard import check_resources, lock_folder, record_weights
 
-    store, plan, backbone_id = plan_study(spec)
+    store, plan, backbone_id = plan_study(spec, folder)
+    check_resources(dataclasses.asdict(spec.resources), address, num_cpus)
+    lock_folder(store)
     store.create()
     write_meta(spec, store, Counter((c.stage, c.method) for c in plan.cells), source_text, backbone_id)
+    record_weights(spec, store)
     cache_dir = cache_dir or str(cache_root() / "features")
     if plan.finished:
         if not store.has(EMBEDDINGS):

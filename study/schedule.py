@@ -17,6 +17,7 @@ from collections import Counter
 
 from pipeline.cell import Cell
 from pipeline.errors import MvlptError, first_line
+from study.guard import check_weights
 from study.plan import Plan
 from study.store import Store
 
@@ -75,7 +76,9 @@ def run_one(job: Job, i: int, node: str) -> str:
         # run() averages a list of source states (the source's seeds) itself
         source_state = [store.load_prompt(d) for d in job.deps[i]] or None
         result = run(cell, source_state=source_state, context=_CONTEXT)
-        store.write_cell({**result.row(), "study": job.study, "node": node}, result.prompt_state)
+        row = {**result.row(), "study": job.study, "node": node}
+        check_weights(store, cell.backbone)  # a 'weights mismatch' is stored as a failed row instead
+        store.write_cell(row, result.prompt_state)
         return "ok"
     except Exception as err:  # recorded, the study goes on, the next launch retries it
         log.debug("cell %s failed:\n%s", cid, traceback.format_exc())
@@ -141,9 +144,19 @@ def _check_reachable(address: str) -> None:
 
 
 def start_ray(address: str | None, num_cpus: int | None):
-    """Join the cluster at `address`, or start a local one; one clear error if unreachable."""
+    """Join the cluster at `address`, or start a local one that listens on 127.0.0.1 only (its
+    servers take no authentication); one clear error if unreachable. Only `address` joins a cluster:
+    RAY_ADDRESS in the environment is named and ignored."""
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
+    if not address:
+        # Ray binds its servers to the node's address; with clusters off it takes the loopback one
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ignored = os.environ.pop("RAY_ADDRESS", None)
+        if ignored:
+            log.warning(
+                "RAY_ADDRESS=%s ignored: running on a local Ray instance (--address joins a cluster)", ignored
+            )
     import ray
     from ray import tune  # noqa: F401 - imported here so that its cost counts as start-up
 
@@ -154,9 +167,13 @@ def start_ray(address: str | None, num_cpus: int | None):
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address:
+            log.warning("joining the Ray cluster at %s", address)
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            import ray._private.ray_constants as constants  # read when ray was imported
+
+            constants.ENABLE_RAY_CLUSTER = False
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise MvlptError(f"cannot reach Ray cluster at '{address}': {first_line(err)}") from err
     return ray

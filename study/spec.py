@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,20 @@ def _fail(where: str, message: str):
     raise MvlptError(f"{where}: {message}")
 
 
+NAME_MAX = 100  # a study name is a folder name and a column value: short, one line, no separators
+
+
+def check_name(name: str, where: str) -> str:
+    """`name` when it can be a study's folder name, else one error line naming the problem."""
+    bad = [c for c in name if c in "/\\\0" or not c.isprintable()]
+    if not name.strip() or name.startswith(".") or bad or len(name) > NAME_MAX:
+        why = f"at most {NAME_MAX} characters" if len(name) > NAME_MAX else "a plain folder name"
+        _fail(
+            where, f"'name' must be {why} (no path separator, control character or leading '.'), got {name!r}"
+        )
+    return name
+
+
 def _check_keys(table: dict, allowed, where: str, section: str) -> None:
     for key in table:
         if key not in allowed:
@@ -122,8 +137,14 @@ def _tasks(value, where: str) -> tuple[tuple[str, ...], str | None]:
         return tuple(suite_tasks(_typed(value.get("suite"), str, where, "tasks.suite"))), value["suite"]
     if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
         _fail(where, "'tasks' must be a list of task names or {suite = \"NAME\"}")
-    if len(set(value)) != len(value):
-        _fail(where, "'tasks' repeats a task")
+    seen: dict[str, str] = {}
+    for task in value:
+        # an image folder's path names the same task with or without a trailing '/' or './'
+        key = os.path.normpath(task) if os.sep in task or os.path.isdir(task) else task
+        if key in seen:
+            same = f"'{seen[key]}' and '{task}' name the same task" if seen[key] != task else f"'{task}'"
+            _fail(where, f"'tasks' repeats a task: {same}")
+        seen[key] = task
     return tuple(value), None
 
 
@@ -211,9 +232,10 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
     for required in ("name", "backbone", "tasks", "methods"):
         if required not in data:
             _fail(where, f"missing key '{required}'")
-    name = _typed(data["name"], str, where, "name")
-    if not name or "/" in name or name.startswith("."):
-        _fail(where, f"'name' must be a plain folder name, got {name!r}")
+    name = check_name(_typed(data["name"], str, where, "name"), where)
+    out = _typed(data.get("out", "results"), str, where, "out")
+    if not out.strip() or "\0" in out or "\n" in out:
+        _fail(where, f"'out' must name a folder, got {out!r}")
     tasks, suite = _tasks(data["tasks"], where)
     seeds = _int_list(data.get("seeds", [0]), where, "seeds", 0)
     return StudySpec(
@@ -236,7 +258,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         recipe=_recipe(data.get("recipe", {}), where),
         resources=_resources(data.get("resources", {}), where),
         noise=_noise(data.get("noise", {}), where, seeds, len(tasks)),
-        out=_typed(data.get("out", "results"), str, where, "out"),
+        out=out,
     )
 
 

@@ -37,9 +37,30 @@ def _open_image(path: str):
 
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I"):  # 16- or 32-bit grey: convert() would clip it to white
+                return _scaled_grey(im).convert("RGB")
             return im.convert("RGB")
+    except Image.DecompressionBombError as err:
+        raise MvlptError(
+            f"image too large: {path} (over Pillow's decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS} pixels; shrink it or raise PIL.Image.MAX_IMAGE_PIXELS)"
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise MvlptError(f"corrupt image file: {path} ({type(err).__name__})") from err
+
+
+def _scaled_grey(im):
+    """An 8-bit grey image from a 16-bit one ('I;16*') or a 32-bit integer one ('I'), whose values
+    are 16-bit samples as PNG decodes them: 0..65535 scaled to 0..255, not clipped at 255."""
+    from PIL import Image
+
+    arr = np.asarray(im.convert("I") if im.mode != "I" else im, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(arr * (255.0 / 65535.0)), 0, 255).astype(np.uint8), mode="L")
+
+
+def _visible(path: Path) -> bool:
+    """Not a hidden entry (`.ipynb_checkpoints`, macOS `._x.png` resource forks)."""
+    return not path.name.startswith(".")
 
 
 class ImageFolderSource:
@@ -61,10 +82,24 @@ class ImageFolderSource:
         if self.multilabel:
             self.classnames = self._csv_classes()
         else:
-            classes = sorted(d.name for d in train.iterdir() if d.is_dir())
+            classes = sorted(d.name for d in train.iterdir() if d.is_dir() and _visible(d))
             if not classes:
                 raise MvlptError(f"task '{name}': {train} holds no class folders")
             self.classnames = tuple(classes)
+            test = self.root / "test"
+            extra = sorted(
+                d.name for d in (test.iterdir() if test.is_dir() else ()) if d.is_dir() and _visible(d)
+            )
+            extra = [c for c in extra if c not in self.classnames]
+            if extra:
+                raise MvlptError(
+                    f"task '{name}': class '{extra[0]}' is in {test} but not in {train}: "
+                    f"a class needs training images"
+                )
+        if len(self.classnames) < 2:
+            raise MvlptError(
+                f"task '{name}': {train} has one class ({self.classnames[0]!r}); a task needs at least 2"
+            )
         for split in SPLITS:
             self._scan(split)
 
@@ -73,7 +108,7 @@ class ImageFolderSource:
         if not path.is_file():
             raise MvlptError(f"task '{self.name}': multi-label split '{split}' has no {path}")
         rows = []
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not a file name
             for row in csv.reader(f):
                 if not row or row[0] == "file":
                     continue
@@ -102,6 +137,8 @@ class ImageFolderSource:
                     raise MvlptError(
                         f"task '{self.name}': {split}/labels.csv names unknown class '{unknown[0]}'"
                     )
+                if not (folder / file).is_file():
+                    raise MvlptError(f"task '{self.name}': {split}/labels.csv names a missing file '{file}'")
                 files.append(str(folder / file))
                 labels[r, [index[c] for c in names]] = 1.0
             self._files[split], self._labels[split] = files, labels
@@ -110,7 +147,7 @@ class ImageFolderSource:
         for c, cls in enumerate(self.classnames):
             d = folder / cls
             found = (
-                sorted(str(p) for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                sorted(str(p) for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and _visible(p))
                 if d.is_dir()
                 else []
             )
@@ -129,8 +166,10 @@ class ImageFolderSource:
     def fingerprint(self) -> str:
         if getattr(self, "_fp", None) is not None:
             return self._fp
-        h = hashlib.sha256()
+        h = hashlib.sha256("|".join(self.classnames).encode())
         for split in SPLITS:
+            if self.multilabel:  # the labels live in the CSV, not in the folder names
+                h.update((self.root / split / "labels.csv").read_bytes())
             for f in self._files[split]:
                 st = os.stat(f)
                 h.update(f"{os.path.relpath(f, self.root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -238,5 +277,15 @@ class TorchvisionSource:
         return img
 
     def fingerprint(self) -> str:
-        n = {s: len(d) for s, d in self._ds.items()}
-        return hashlib.sha256(f"{self.name}|{n}".encode()).hexdigest()[:16]
+        """The dataset's files under its root (names, sizes, modification times) and split sizes."""
+        if getattr(self, "_fp", None) is None:
+            n = {s: len(d) for s, d in self._ds.items()}
+            h = hashlib.sha256(f"{self.name}|{n}".encode())
+            for folder, dirs, files in os.walk(self.root):
+                dirs.sort()
+                for name in sorted(files):
+                    st = os.stat(os.path.join(folder, name))
+                    rel = os.path.relpath(os.path.join(folder, name), self.root)
+                    h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            self._fp = h.hexdigest()[:16]
+        return self._fp

@@ -137,7 +137,10 @@ def resolve_task(name: str) -> Task:
                 f"task '{name}': dataset root not found: {folder} "
                 f"(expected {folder}/train/<class>/* and {folder}/test/<class>/*; set MVLPT_DATA)"
             )
-        task = Task(name, ELEVATER[name][0], source, domain="elevater")
+        # the data decide the results: two data roots under one name are two tasks
+        task = Task(
+            name, ELEVATER[name][0], source, domain="elevater", identity_key=f"{name}@{source.fingerprint()}"
+        )
     elif os.path.sep in name or os.path.isdir(name):
         path = Path(name).expanduser().resolve()
         label = path.name

@@ -165,8 +165,10 @@ def test_without_embeddings_the_designed_and_gain_sections_still_work(tmp_path):
     folder = write_study(tmp_path / "toy", toy_rows(), designed=designed_rows())
     report = make_report(folder, n_boot=N_BOOT)
     page = report.html.read_text()
-    assert "visual, label and prompt similarities: not computed (no _embeddings.parquet)" in page
-    assert "visual, label and prompt similarities: not computed (no _embeddings.parquet)" in report.lines
+    assert "visual, label and prompt similarities: not computed (no _tables/embeddings.parquet)" in page
+    assert (
+        "visual, label and prompt similarities: not computed (no _tables/embeddings.parquet)" in report.lines
+    )
     names = {p.name for p in report.figures}
     assert "similarity-designed_visual.png" in names and "scatter-coop-joint-4shot.png" in names
     assert not any(n.startswith(("similarity-visual", "similarity-prompt")) for n in names)

@@ -94,7 +94,7 @@ def test_image_folder_errors(tmp_path):
         p.unlink()
     with pytest.raises(MvlptError, match=r"class 'b' has no images in .*test/b"):
         ImageFolderSource(root, "f")
-    root2 = write_folder(tmp_path / "g", classes=("a",))
+    root2 = write_folder(tmp_path / "g", classes=("a", "b"))
     (root2 / "train" / "a" / "1.png").write_bytes(b"not a png")
     src = ImageFolderSource(root2, "g")
     with pytest.raises(MvlptError, match=r"corrupt image file: .*1\.png"):

@@ -146,7 +146,7 @@ def test_usage_errors_are_one_line(capsys):
 
 
 def test_a_real_process_exits_non_zero_with_one_line(tmp_path):
-    bad = write_folder(tmp_path / "bad", classes=("a",))
+    bad = write_folder(tmp_path / "bad", classes=("a", "b"))
     (bad / "test" / "a" / "0.png").write_text("nope")
     cmd = [
         sys.executable,

@@ -13,7 +13,7 @@ from study.store import Store
 TASKS = ["a", "b", "c"]
 
 
-def _study(folder):
+def _study(folder, name="cli"):
     """Three tasks, one method: singles at 0.5, transfer s -> t gains (s + 2 t) points, designed visual
     similarity rising with the gain, so their Spearman correlation is exactly one."""
     store = Store(folder)
@@ -24,7 +24,7 @@ def _study(folder):
     for k, (stage, source, target, value) in enumerate(rows):
         store.write_cell(
             dict(
-                study="cli",
+                study=name,
                 cell_id=f"cell{k:04d}",
                 stage=stage,
                 mode="joint" if stage == "transfer" else None,
@@ -39,7 +39,7 @@ def _study(folder):
                 status="ok",
             )
         )
-    meta = {"name": "cli", "grid": {"single/coop": 3, "transfer/coop": 9}, "spec": {"backbone": "builtin"}}
+    meta = {"name": name, "grid": {"single/coop": 3, "transfer/coop": 9}, "spec": {"backbone": "builtin"}}
     (folder / "_study.json").write_text(json.dumps(meta))
     designed = [
         {"kind": kind, "source": s, "target": t, "value": 1.0 if s == t else gains[(s, t)] / 10}

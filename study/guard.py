@@ -1,0 +1,190 @@
+"""Preconditions of a launch: where a study may go, who holds its folder, what it asks, which weights."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from pipeline.errors import MvlptError
+from study.store import SPEC_JSON, Store
+
+log = logging.getLogger(__name__)
+
+LOCK = "_study.lock"
+# the metadata key of the built-in backbone's weights (sha256 of its checkpoint) a study ran with
+WEIGHTS_KEY = "weights_sha256"
+
+
+def check_out(location: str) -> None:
+    """Refuse a study folder inside another study's folder: pyarrow reads a folder recursively, so
+    the outer study's table would take in the inner one's rows."""
+    if "://" in location:
+        return
+    path = Path(location).resolve()
+    for parent in path.parents:
+        if (parent / SPEC_JSON).is_file():
+            raise MvlptError(
+                f"{path} is inside the study folder {parent}, whose table would then hold both "
+                f"studies' rows; choose an --out outside it"
+            )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _holder(path: Path) -> dict | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+_HELD: set[Path] = set()
+
+
+def lock_folder(store: Store) -> None:
+    """Take the study folder for this process until it exits (`_study.lock`, naming host and pid).
+    A second launch on the folder fails in one line naming the holder; the lock of a process that
+    died on this host is taken over with a message. Folders at a filesystem URI are not locked."""
+    if "://" in store.location:
+        return
+    folder = Path(store.root)
+    path = folder / LOCK
+    if path in _HELD:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    host, pid = socket.gethostname(), os.getpid()
+    mine = {"host": host, "pid": pid, "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            if holder is None or holder.get("host") != host or not isinstance(holder.get("pid"), int):
+                who = f"{holder.get('host')} pid {holder.get('pid')}" if holder else "an unreadable lock"
+                raise MvlptError(
+                    f"{folder} is in use by {who} ({path}); if that process is gone, delete the file"
+                ) from None
+            if holder["pid"] != pid and _alive(holder["pid"]):
+                raise MvlptError(
+                    f"{folder} is in use by pid {holder['pid']} on this host since {holder.get('since')}; "
+                    f"wait for it or stop it"
+                ) from None
+            # a dead holder: move its lock aside (one racer wins the rename), then try again
+            stale = folder / f".stale-{uuid.uuid4().hex}.lock"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, stale)
+                stale.unlink()
+                log.warning(
+                    "took over the lock of %s from pid %s, which is no longer running", folder, holder["pid"]
+                )
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        _HELD.add(path)
+        atexit.register(_release, path, pid)
+        return
+    raise MvlptError(f"could not take the lock {path}: another launch keeps taking it")
+
+
+def _release(path: Path, pid: int) -> None:
+    holder = _holder(path)
+    if holder is not None and holder.get("pid") == pid and holder.get("host") == socket.gethostname():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    _HELD.discard(path)
+
+
+def local_gpus() -> int:
+    """GPUs this machine has (torch's count, 0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_resources(resources: dict, address: str | None, num_cpus: int | None) -> None:
+    """Fail before Ray starts when one trial asks for more than the local node has: Ray would keep
+    the trial pending forever. (On a cluster the nodes are only known once joined.)"""
+    if address:
+        return
+    cpus = num_cpus if num_cpus is not None else os.cpu_count() or 1
+    cpu, gpu = float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))
+    if cpu > cpus:
+        raise MvlptError(
+            f"each trial asks for {cpu:g} CPUs, more than this machine's {cpus}: "
+            f"lower [resources] cpu in the spec or pass --cpus"
+        )
+    if gpu > 1:  # a fraction or one GPU falls back to CPU where there is none
+        have = local_gpus()
+        if have and gpu > have:
+            raise MvlptError(f"each trial asks for {gpu:g} GPUs, more than this machine's {have}")
+
+
+def weights_digest(backbone: str) -> str | None:
+    """sha256 of the built-in backbone's checkpoint in this node's cache (trained now if absent);
+    None for a backbone whose identity already names its weights (a tag, a file, the random test model)."""
+    from pipeline.clip import file_sha256, parse_backbone
+
+    if not parse_backbone(backbone).pretrained_here:
+        return None
+    from pipeline.pretrain import pretrained_checkpoint
+
+    return file_sha256(pretrained_checkpoint())
+
+
+def record_weights(spec, store: Store) -> None:
+    """Record the built-in backbone's weights in the study's metadata at launch, or refuse to go on
+    with other weights than those it ran with: pre-training is not bitwise equal across machines."""
+    digest = weights_digest(spec.backbone)
+    if digest is None:
+        return
+    meta = store.meta() or {}
+    recorded = meta.get(WEIGHTS_KEY)
+    if recorded is None:
+        meta[WEIGHTS_KEY] = digest
+        store.write_text(SPEC_JSON, json.dumps(meta, indent=2, sort_keys=True))
+    elif recorded != digest:
+        from pipeline.pretrain import checkpoint_path
+
+        raise MvlptError(
+            f"weights mismatch: the built-in backbone here ({checkpoint_path()}, sha256 {digest[:12]}) is "
+            f"not the one {store.location} ran with ({recorded[:12]}); copy that checkpoint into this "
+            f"cache or use --name NEW"
+        )
+
+
+def check_weights(store: Store, backbone: str) -> None:
+    """On a worker, before a cell's row is stored: the weights it was computed with must be those
+    recorded in the study, else the row is refused as a 'weights mismatch'."""
+    from pipeline.clip import parse_backbone
+
+    if not parse_backbone(backbone).pretrained_here:
+        return
+    meta = store.meta() or {}
+    recorded = meta.get(WEIGHTS_KEY)
+    if recorded is None:
+        return
+    from pipeline.clip import file_sha256
+    from pipeline.pretrain import checkpoint_path
+
+    here = file_sha256(checkpoint_path())
+    if here != recorded:
+        raise MvlptError(
+            f"weights mismatch: node {socket.gethostname()} computed it with built-in weights "
+            f"{here[:12]}, the study ran with {recorded[:12]}"
+        )
