@@ -175,7 +175,7 @@ def _launch(spec, args, source_text: str | None) -> int:
     from study.launch import dry_run_table, launch
 
     if args.dry_run:
-        print(dry_run_table(spec, getattr(args, "dir", None)))
+        print(dry_run_table(spec, getattr(args, "dir", None), args.address, args.cpus))
         return 0
     done = launch(
         spec,

@@ -20,10 +20,15 @@ class Grid:
         return Counter((c.stage, c.method) for c in self.cells)
 
     def stages(self) -> list[list[Cell]]:
-        """The cells grouped into stages that can each run in parallel."""
+        """The cells in waves that each run in parallel: a cell's dependencies are in earlier waves
+        (zero-shot, single and joint cells need nothing; an init cell needs its source's singles).
+        Each wave is one scheduling round, so a study without init cells runs in one."""
+        wave: dict[Cell, int] = {}
+        for cell in self.cells:  # dependencies come first in the grid's order
+            wave[cell] = 1 + max((wave[d] for d in dependencies(cell)), default=-1)
         groups: dict[int, list[Cell]] = {}
         for cell in self.cells:
-            groups.setdefault(STAGE_RANK[cell.stage], []).append(cell)
+            groups.setdefault(wave[cell], []).append(cell)
         return [groups[k] for k in sorted(groups)]
 
 

@@ -245,11 +245,22 @@ def plan_study(spec: StudySpec, folder: str | None = None) -> tuple[Store, Plan,
     return store, build_plan(expand(spec), store.done()), backbone_id
 
 
-def dry_run_table(spec: StudySpec, folder: str | None = None) -> str:
+def feature_cache_dir() -> str:
+    """Where trials keep frozen features by default: beside the built-in backbone's checkpoint."""
+    from pipeline.pretrain import cache_dir
+
+    return str(cache_dir() / "features")
+
+
+def dry_run_table(
+    spec: StudySpec, folder: str | None = None, address: str | None = None, num_cpus: int | None = None
+) -> str:
     """The grid's counts per stage and method, what is done and what is left; runs nothing. A new
     folder needs no cell identities (so no data or weights): nothing in it is done."""
     from study.grid import expand
+    from study.guard import check_resources
 
+    check_resources(dataclasses.asdict(spec.resources), address, num_cpus)  # a study that cannot run
     store = Store(
         os.path.abspath(folder) if folder and "://" not in folder else folder or study_location(spec)
     )
@@ -257,7 +268,13 @@ def dry_run_table(spec: StudySpec, folder: str | None = None) -> str:
         _, plan, _ = plan_study(spec, folder)
         cells, done = plan.cells, plan.done_per()
     else:
+        from pipeline.data import resolve_task
+        from pipeline.data.tasks import ELEVATER
+
         check_folder(spec, store)
+        for task in spec.tasks:  # a misspelt task is named; a roster task's data may come later
+            if task not in ELEVATER:
+                resolve_task(task)
         cells, done = list(expand(spec).cells), Counter()
     counts = Counter((c.stage, c.method) for c in cells)
     lines = [
@@ -283,7 +300,6 @@ def launch(
     """Run a study: check its folder, write its metadata and embeddings, plan its cells, run what
     is not done, then store the learned prompts' embeddings. `folder`: the study's folder when it is
     not the spec's (a resumed copy)."""
-    from pipeline.pretrain import cache_dir as cache_root
     from study.embed import EMBEDDINGS, write_embeddings
     from study.guard import check_resources, lock_folder, record_weights
 
@@ -293,7 +309,7 @@ def launch(
     store.create()
     write_meta(spec, store, Counter((c.stage, c.method) for c in plan.cells), source_text, backbone_id)
     record_weights(spec, store)
-    cache_dir = cache_dir or str(cache_root() / "features")
+    cache_dir = cache_dir or feature_cache_dir()
     if plan.finished:
         if not store.has(EMBEDDINGS):
             write_embeddings(spec, store, cache_dir)

@@ -13,7 +13,7 @@ from study.grid import Grid
 
 @dataclass(frozen=True)
 class Plan:
-    stages: tuple[tuple[Cell, ...], ...]  # cells that can run in parallel, stage after stage
+    stages: tuple[tuple[Cell, ...], ...]  # waves of cells that run in parallel, one after the other
     ids: dict[Cell, str]  # every cell of the stages, and every dependency, -> its cell id
     done: frozenset[str]  # ids stored with status ok before this launch
 

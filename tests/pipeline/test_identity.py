@@ -150,11 +150,11 @@ def test_cache_writers_never_share_a_temporary_name(tiny, toy_tasks, tmp_path, m
 
 
 def test_an_empty_mvlpt_cache_never_writes_into_the_working_folder(tmp_path, monkeypatch):
-    from study.cli import _default_cache
+    from study.launch import feature_cache_dir
 
     monkeypatch.setenv("MVLPT_CACHE", "")
     monkeypatch.chdir(tmp_path)
-    path = Path(_default_cache())
+    path = Path(feature_cache_dir())
     assert path.is_absolute() and tmp_path not in path.parents
 
 

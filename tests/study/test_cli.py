@@ -249,3 +249,12 @@ def test_study_bad_inputs_are_one_line(capsys, tmp_path):
     # the same study whose backbone now resolves to other weights is refused, not mixed
     other.write_text("_study.json", '{"name": "s", "backbone_identity": "weights-of-last-year"}')
     _fails(capsys, ["run", str(_spec(tmp_path / "c.toml")), "--out", out], "now resolves to another model")
+
+
+def test_the_elevater_grid_counts_print_without_its_data(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MVLPT_DATA", str(tmp_path / "no-data-here"))
+    assert main(["run", "elevater", "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    # 20 zero-shot; 3 methods x 3 seeds x (20 single + 400 pairs x 2 modes)
+    assert "7400 cells" in out and "transfer   coop         2400       0    2400" in out
+    assert not (tmp_path / "elevater").exists()  # a dry run writes nothing

@@ -1,6 +1,8 @@
 """SIGKILL a study at random moments, resume it each time: it ends as the uninterrupted run does.
 
-Slow (about ten launches of Ray): run with `pytest -m slow tests/study/test_fault_injection.py`.
+The study has a single stage and an init stage whose cells start from the stored source prompts,
+averaged over two seeds; one kill lands inside the init stage on purpose. Slow (a dozen launches of
+Ray): `pytest -m "not slow"` leaves it out.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ backbone = "tiny"
 tasks = [{tasks}]
 shots = [1]
 seeds = [0, 1]
-stages = ["single"]
+stages = ["single", "transfer"]
+modes = ["init"]
+source_seeds = [0, 1]
 [methods.coop]
 n_ctx = 2
 [recipe]
@@ -32,6 +36,7 @@ epochs = 1
 lr = 0.05
 """
 KILLS = 10
+N_SINGLE = 2 * 2  # the single cells: 2 tasks x 2 seeds; then 4 pairs x 2 seeds of init cells
 
 
 def _launch(spec: Path, out: Path, cache: Path) -> subprocess.Popen:
@@ -66,6 +71,23 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_
     reference = _cells(tmp_path / "reference" / "faults")
 
     folder = tmp_path / "killed" / "faults"
+    # first a kill inside the init stage: once a transfer cell is stored beside all single cells
+    proc = _launch(spec, tmp_path / "killed", cache)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(folder.glob("*.parquet"))) < N_SINGLE + 1:
+        time.sleep(0.1)
+    # status while the study is writing: it answers, without torch or ray
+    probe = (
+        "import sys; from study.cli import main; main(['status', sys.argv[1]]); "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'"
+    )
+    status = subprocess.run([sys.executable, "-c", probe, str(folder)], capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert f"{len(reference):>7}" in status.stdout.splitlines()[-1]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _cells(folder)
+    assert (partial.stage == "transfer").any() and len(partial) < len(reference)
     rng = random.Random(15)
     for _ in range(KILLS):
         proc = _launch(spec, tmp_path / "killed", cache)
@@ -75,13 +97,24 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver, Ray and its workers, wherever they are
             proc.wait()
-        if folder.exists():
-            _cells(folder)  # readable as one table after every kill
+        _cells(folder)  # readable as one table after every kill
     done = _launch(spec, tmp_path / "killed", cache)
     assert done.wait(timeout=300) == 0, done.stderr.read()[-2000:]
 
     resumed = _cells(folder)
     assert list(resumed.index) == list(reference.index)
     assert (resumed.status == "ok").all()
-    columns = ["stage", "method", "source", "target", "value", "val_value", "n_train", "n_test", "best_epoch"]
+    columns = [
+        "stage",
+        "mode",
+        "method",
+        "source",
+        "target",
+        "seed",
+        "value",
+        "val_value",
+        "n_train",
+        "n_test",
+        "best_epoch",
+    ]
     pd.testing.assert_frame_equal(resumed[columns], reference[columns])

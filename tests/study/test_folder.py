@@ -113,7 +113,7 @@ def test_damaged_files_are_skipped_and_named_and_a_foreign_row_never_counts(caps
 
 
 def test_run_and_resume_skip_damaged_files_and_count_no_foreign_row(capsys, caplog, tmp_path):
-    from pipeline.run import cell_id
+    from pipeline.cell import cell_id
     from study.grid import expand
     from study.launch import write_meta
     from study.spec import load_spec

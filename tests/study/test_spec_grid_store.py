@@ -35,7 +35,9 @@ def test_grid_counts_for_two_methods_three_tasks_two_seeds(toy_tasks):
     # 9 ordered pairs (diagonal included) x 2 modes x 2 seeds
     assert counts[("transfer", "coop")] == counts[("transfer", "vpt")] == 9 * 2 * 2
     assert len(grid.cells) == 3 + 12 + 72
-    assert [len(s) for s in grid.stages()] == [3, 12, 72]
+    # one wave for what needs nothing (zero-shot, single, joint), one for the init cells
+    assert [len(s) for s in grid.stages()] == [3 + 12 + 36, 36]
+    assert {c.mode for c in grid.stages()[1]} == {"init"}
     assert len({cell_id(c) for c in grid.cells}) == len(grid.cells)
 
 

@@ -37,7 +37,7 @@ def test_launch_records_the_weights_and_refuses_other_ones(tmp_path):
 def test_a_worker_with_other_weights_stores_a_failed_weights_mismatch_row(tmp_path):
     import dataclasses
 
-    from pipeline.run import cell_id, make_cell
+    from pipeline.cell import cell_id, make_cell
     from study.guard import WEIGHTS_KEY
     from study.schedule import Job, run_one
 
