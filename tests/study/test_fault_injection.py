@@ -66,6 +66,17 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_
 
     start = time.monotonic()
     ref = _launch(spec, tmp_path / "reference", cache)
+    first = tmp_path / "reference" / "faults"
+    while ref.poll() is None and not list(first.glob("*.parquet")):
+        time.sleep(0.1)
+    # status while the study is writing: it answers, without torch or ray
+    probe = (
+        "import sys; from study.cli import main; main(['status', sys.argv[1]]); "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'"
+    )
+    status = subprocess.run([sys.executable, "-c", probe, str(first)], capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert f"{N_SINGLE + 8:>7}" in status.stdout.splitlines()[-1]  # the grid's total
     assert ref.wait(timeout=300) == 0, ref.stderr.read()[-2000:]
     duration = time.monotonic() - start
     reference = _cells(tmp_path / "reference" / "faults")
@@ -76,14 +87,6 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(folder.glob("*.parquet"))) < N_SINGLE + 1:
         time.sleep(0.1)
-    # status while the study is writing: it answers, without torch or ray
-    probe = (
-        "import sys; from study.cli import main; main(['status', sys.argv[1]]); "
-        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'"
-    )
-    status = subprocess.run([sys.executable, "-c", probe, str(folder)], capture_output=True, text=True)
-    assert status.returncode == 0, status.stderr
-    assert f"{len(reference):>7}" in status.stdout.splitlines()[-1]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = _cells(folder)
