@@ -270,7 +270,8 @@ def train(
 ) -> Trained:
     """Tune `method` on `data`; keep the prompt with the best validation score on the target.
 
-    Validation scores the target's slots only (data.slots[0]). Ties on the validation metric go to
+    Validation scores the target's slots only (data.slots[0]), once per epoch of the recipe (and
+    before the first step). Ties on the validation metric go to
     the lower validation loss, then to the later epoch. `encode` maps a batch of inputs to what
     method.logits takes (used when features are not cached).
     """
@@ -293,6 +294,9 @@ def train(
     if not params or not plan:
         return Trained(best_state, -1, 0, best_val, history)
     optim = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    # validate once an epoch of the recipe: when min_steps stretches a small training set over more
+    # (shorter) epochs, every `every` of them, and after the last
+    every = max(1, math.ceil(len(plan) / max(recipe.epochs, 1)))
     method.train()
     for epoch, batches in enumerate(plan):
         for group in optim.param_groups:
@@ -313,6 +317,8 @@ def train(
             else:
                 loss.backward()
                 optim.step()
+        if (epoch + 1) % every and epoch + 1 < len(plan):
+            continue
         val, val_loss = validate()
         history.append(val)
         if (val, -val_loss) >= (best_val, -best_loss) or math.isnan(best_val):
