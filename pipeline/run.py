@@ -54,15 +54,8 @@ class CellResult:
     def failed(cls, cell: Cell, cid: str, error: str) -> CellResult:
         """The result of a cell that raised: its identity, status 'failed' and the error's line."""
         return cls(
-            cell_id=cid,
-            stage=cell.stage,
-            mode=cell.mode,
-            method=cell.method,
-            backbone=cell.backbone,
-            source=cell.source,
-            target=cell.target,
+            **_named_by(cell, cid),
             shots=cell.shots,
-            seed=cell.seed,
             metric=cell.metric or "",
             value=float("nan"),
             val_value=float("nan"),
@@ -79,13 +72,27 @@ class CellResult:
             code_version=code_version(),
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             method_config=json.dumps(cell.config, sort_keys=True),
-            label_space=cell.label_space,
-            joint_sampling=cell.joint_sampling,
         )
 
     def row(self) -> dict:
         """The result as a flat record (no prompt state), ready for a table."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "prompt_state"}
+
+
+def _named_by(cell: Cell, cid: str) -> dict:
+    """The fields of a result that name its cell, whatever became of it."""
+    return dict(
+        cell_id=cid,
+        stage=cell.stage,
+        mode=cell.mode,
+        label_space=cell.label_space,
+        joint_sampling=cell.joint_sampling,
+        method=cell.method,
+        backbone=cell.backbone,
+        source=cell.source,
+        target=cell.target,
+        seed=cell.seed,
+    )
 
 
 def code_version() -> str:
@@ -278,15 +285,8 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         method, inputs.test_batches(target), inputs.encode, space.slots[0], cell.recipe.precision
     )
     return CellResult(
-        cell_id=cid,
-        stage=cell.stage,
-        mode=cell.mode,
-        method=cell.method,
-        backbone=cell.backbone,
-        source=cell.source,
-        target=cell.target,
+        **_named_by(cell, cid),
         shots=cell.shots if trained else 0,
-        seed=cell.seed,
         metric=target.metric,
         value=score(target.metric, logits, test_labels),
         val_value=trained.val_value if trained else float("nan"),
@@ -303,7 +303,5 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         code_version=code_version(),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         method_config=json.dumps(dataclasses.asdict(config), sort_keys=True),
-        label_space=cell.label_space,
-        joint_sampling=cell.joint_sampling,
         prompt_state=trained.state if trained else method.prompt_state(),
     )
