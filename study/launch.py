@@ -220,8 +220,9 @@ class Launch:
         return self.counts.get("failed", 0) + self.counts.get("missing", 0)
 
 
-def study_location(spec: StudySpec) -> str:
-    location = f"{spec.out.rstrip('/')}/{spec.name}"
+def study_location(spec: StudySpec, folder: str | None = None) -> str:
+    """The study's folder: `folder` when given (a resumed copy), else the spec's out/name."""
+    location = f"{spec.out.rstrip('/')}/{spec.name}" if folder is None else folder
     if "://" not in location:  # trials run in their own working folders: pass them an absolute path
         location = os.path.abspath(location)
     return location
@@ -235,9 +236,7 @@ def plan_study(spec: StudySpec, folder: str | None = None) -> tuple[Store, Plan,
     from study.guard import check_out
     from study.plan import build_plan
 
-    location = study_location(spec) if folder is None else folder
-    if "://" not in location:  # trials run in their own working folders: pass them an absolute path
-        location = os.path.abspath(location)
+    location = study_location(spec, folder)
     check_out(location)
     store = Store(location)
     backbone_id = backbone_identity(parse_backbone(spec.backbone))
@@ -261,9 +260,7 @@ def dry_run_table(
     from study.guard import check_resources
 
     check_resources(dataclasses.asdict(spec.resources), address, num_cpus)  # a study that cannot run
-    store = Store(
-        os.path.abspath(folder) if folder and "://" not in folder else folder or study_location(spec)
-    )
+    store = Store(study_location(spec, folder))
     if store.cell_files():
         _, plan, _ = plan_study(spec, folder)
         cells, done = plan.cells, plan.done_per()
