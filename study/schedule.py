@@ -1,4 +1,4 @@
-"""Run a study's missing cells as Ray Tune trials, stage by stage; the only module that imports ray.
+"""Run a study's missing cells as Ray Tune trials in plan order; the only module that imports ray.
 
 Each trial runs one cell with the kernel's run(cell) and writes its row and prompt to the store
 itself, so the store, not Ray's experiment folder, is the record of what is done: a new launch
@@ -37,7 +37,7 @@ _TUNE_ENV = {
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """What every trial of one stage needs, shipped once through the object store."""
+    """What every trial of a launch needs, shipped once through the object store."""
 
     study: str
     location: str
@@ -87,7 +87,7 @@ def run_one(job: Job, i: int, node: str) -> str:
         return "failed"
 
 
-_JOBS: dict[str, Job] = {}  # per worker: each stage's job is fetched and unpickled once
+_JOBS: dict[str, Job] = {}  # per worker: the launch's job is fetched and unpickled once
 
 
 def _trial(config: dict, job_ref: list) -> dict:
@@ -129,6 +129,37 @@ def _callback(progress: _Progress):
             progress.step(result.get("status") != "ok")
 
     return ProgressCallback()
+
+
+def _in_plan_order(job: Job, done: frozenset[str]):
+    """A Tune searcher that hands out the job's cells in plan order, each as soon as the cells it
+    starts from have finished: one Tune run for the whole plan, so its trial actors (and the
+    backbone and features they hold) live from the first cell to the last, and no slot waits for
+    a whole stage to end before the next stage's cells may start."""
+    from ray.tune.search import Searcher
+
+    class InPlanOrder(Searcher):
+        def __init__(self):
+            super().__init__()
+            self.waiting = list(range(len(job.cells)))  # in plan order
+            self.finished = set(done)  # ids: done before this launch, or finished in it
+            self.running: dict[str, int] = {}
+
+        def suggest(self, trial_id: str):
+            if not self.waiting:
+                return Searcher.FINISHED
+            for k, i in enumerate(self.waiting):
+                if self.finished.issuperset(job.deps[i]):
+                    del self.waiting[k]
+                    self.running[trial_id] = i
+                    return {"i": i}
+            return None  # every waiting cell needs one that is still running
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            # failed or not: a cell whose source failed runs, and fails with the missing prompt
+            self.finished.add(job.ids[self.running.pop(trial_id)])
+
+    return InPlanOrder()
 
 
 def _check_reachable(address: str) -> None:
@@ -190,34 +221,36 @@ def run_plan(
     cache_dir: str | None = None,
     show_progress: bool = True,
 ) -> Counter:
-    """Run every cell of the plan that is not done, stage after stage. -> status counts."""
+    """Run every cell of the plan that is not done, each once the cells it starts from are. -> status counts."""
     ray = start_ray(address, num_cpus)
     from ray import tune
 
     cpu, gpu, slots = _trial_resources(ray.cluster_resources(), resources, address)
     progress = _Progress(len(plan.cells), len(plan.done)) if show_progress else None
     trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
-    with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
-        for stage in range(len(plan.stages)):
-            cells = tuple(plan.todo(stage))
-            if not cells:
-                continue
-            job = Job(
-                study=study,
-                location=location,
-                cells=cells,
-                ids=tuple(plan.ids[c] for c in cells),
-                deps=tuple(plan.deps(c) for c in cells),
-                threads=max(1, int(cpu)),
-                device="cuda" if gpu > 0 else "cpu",
-                cache_dir=cache_dir,
-            )
+    cells = tuple(c for stage in range(len(plan.stages)) for c in plan.todo(stage))
+    if cells:
+        job = Job(
+            study=study,
+            location=location,
+            cells=cells,
+            ids=tuple(plan.ids[c] for c in cells),
+            deps=tuple(plan.deps(c) for c in cells),
+            threads=max(1, int(cpu)),
+            device="cuda" if gpu > 0 else "cpu",
+            cache_dir=cache_dir,
+        )
+        with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
             tuner = tune.Tuner(
-                # the job (every cell of the stage) goes to the object store once; a trial gets a
+                # the job (every cell to run) goes to the object store once; a trial gets a
                 # reference to it, so a worker unpickles it once rather than once per trial
                 tune.with_parameters(trainable, job_ref=[ray.put(job)]),
-                param_space={"i": tune.grid_search(list(range(len(cells))))},
-                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=slots),
+                tune_config=tune.TuneConfig(
+                    search_alg=_in_plan_order(job, plan.done),
+                    num_samples=len(cells),
+                    reuse_actors=True,
+                    max_concurrent_trials=slots,
+                ),
                 run_config=tune.RunConfig(
                     name=f"{study}-{int(time.time())}",
                     storage_path=ray_dir,
