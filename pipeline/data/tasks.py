@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.data.sources import TORCHVISION, ImageFolderSource, Source, TensorSource
+from pipeline.data.sources import SPLITS, TORCHVISION, ImageFolderSource, Source, TensorSource
+from pipeline.data.suite import SUITE, task_images
 from pipeline.errors import MvlptError
+
+log = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "mean_per_class", "map11", "roc_auc")
 
@@ -101,13 +105,30 @@ def suite_tasks(suite: str) -> list[str]:
     """The task names of a built-in suite ("builtin": the 20 generated tasks)."""
     if suite != "builtin":
         raise MvlptError(f"unknown task suite '{suite}' (known: builtin)")
-    from pipeline.data.suite import TASK_NAMES
-
-    return list(TASK_NAMES)
+    return list(SUITE)
 
 
 def known_tasks() -> list[str]:
     return sorted(set(ELEVATER) | set(_IN_MEMORY) | set(suite_tasks("builtin")))
+
+
+def _builtin_task(name: str) -> Task:
+    """Generate the built-in task `name` and keep it as an in-memory task (built once per process)."""
+    import torch
+
+    spec = SUITE[name]
+    splits = {split: task_images(name, split) for split in SPLITS}
+    task = register_tensor_task(
+        name,
+        images={split: torch.from_numpy(x) for split, (x, _) in splits.items()},
+        labels={split: y for split, (_, y) in splits.items()},
+        classnames=list(spec.classnames),
+        metric=spec.metric,
+        multilabel=spec.multilabel,
+        domain=spec.domain,
+    )
+    log.info("built suite task %s (%d classes)", name, len(spec.classnames))
+    return task
 
 
 _RESOLVED: dict[tuple[str, str], Task] = {}
@@ -117,10 +138,8 @@ def resolve_task(name: str) -> Task:
     """A registry name, an in-memory task, or the path of an image folder -> Task (memoised)."""
     if name in _IN_MEMORY:
         return _IN_MEMORY[name]
-    from pipeline.data.suite import SUITE, suite_task
-
     if name in SUITE:
-        return suite_task(name)
+        return _builtin_task(name)
     key = (name, str(data_root()))
     if key in _RESOLVED:
         return _RESOLVED[key]
