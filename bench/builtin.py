@@ -144,10 +144,10 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
     gains = []
     for name in SUITE:
         task = resolve_task(name)
-        labels = task.source.labels("train")
+        labels = task.data.labels("train")
         sample = few_shot(labels, task.classnames, args.shots, 0, name)
         x = F.normalize(cache.features(bb, task, "train", sample.train), dim=-1)
-        test = task.source.labels("test")
+        test = task.data.labels("test")
         x_test = F.normalize(cache.features(bb, task, "test", np.arange(len(test))), dim=-1)
         y = torch.as_tensor(labels[sample.train])
         torch.manual_seed(0)

@@ -20,7 +20,7 @@ METRICS = ("accuracy", "mean_per_class", "map11", "roc_auc")
 class Task:
     name: str
     metric: str
-    source: Source = field(compare=False, repr=False)
+    data: Source = field(compare=False, repr=False)  # the adapter that reads its labels and images
     domain: str = ""
     identity_key: str = ""  # what names this task's data in cell identities; defaults to the name
 
@@ -36,7 +36,7 @@ class Task:
 
     @property
     def classnames(self) -> tuple[str, ...]:
-        return self.source.classnames
+        return self.data.classnames
 
     @property
     def num_classes(self) -> int:
@@ -44,7 +44,7 @@ class Task:
 
     @property
     def multilabel(self) -> bool:
-        return self.source.multilabel
+        return self.data.multilabel
 
     @property
     def identity(self) -> str:
@@ -95,8 +95,8 @@ def register_tensor_task(
     domain: str = "",
 ) -> Task:
     """Define a task from in-memory tensors ({split: (N, 3, h, w) in [0, 1]}) under `name`."""
-    source = TensorSource(images, labels, classnames, multilabel)
-    task = Task(name, metric, source, domain, identity_key=f"{name}@{source.fingerprint()}")
+    data = TensorSource(images, labels, classnames, multilabel)
+    task = Task(name, metric, data, domain, identity_key=f"{name}@{data.fingerprint()}")
     _IN_MEMORY[name] = task
     return task
 
@@ -146,11 +146,11 @@ def resolve_task(name: str) -> Task:
     if name in ELEVATER:
         folder = data_root() / name
         if (folder / "train").is_dir():
-            source = ImageFolderSource(folder, name)
+            data = ImageFolderSource(folder, name)
         elif name in TORCHVISION:
             from pipeline.data.sources import TorchvisionSource
 
-            source = TorchvisionSource(name, folder)
+            data = TorchvisionSource(name, folder)
         else:
             raise MvlptError(
                 f"task '{name}': dataset root not found: {folder} "
@@ -158,14 +158,14 @@ def resolve_task(name: str) -> Task:
             )
         # the data decide the results: two data roots under one name are two tasks
         task = Task(
-            name, ELEVATER[name][0], source, domain="elevater", identity_key=f"{name}@{source.fingerprint()}"
+            name, ELEVATER[name][0], data, domain="elevater", identity_key=f"{name}@{data.fingerprint()}"
         )
     elif os.path.sep in name or os.path.isdir(name):
         path = Path(name).expanduser().resolve()
         label = path.name
-        source = ImageFolderSource(path, label)
-        metric = "map11" if source.multilabel else "accuracy"
-        task = Task(label, metric, source, identity_key=f"folder:{label}@{source.fingerprint()}")
+        data = ImageFolderSource(path, label)
+        metric = "map11" if data.multilabel else "accuracy"
+        task = Task(label, metric, data, identity_key=f"folder:{label}@{data.fingerprint()}")
     else:
         raise MvlptError(
             f"unknown task '{name}': not a registry task ({', '.join(known_tasks())}) nor an image folder"

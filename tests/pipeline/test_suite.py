@@ -75,7 +75,7 @@ def test_suite_task_is_built_once_and_resolves():
     assert resolve_task("glyph-kinds") is task
     assert "glyph-kinds" in known_tasks()
     assert task.num_classes == 2 and task.metric == "accuracy" and task.domain == "glyphs"
-    assert task.source.labels("train").shape == (2 * suite.N_TRAIN,)
+    assert task.data.labels("train").shape == (2 * suite.N_TRAIN,)
 
 
 @pytest.mark.parametrize("kind", suite.DESIGNED_KINDS)
