@@ -96,7 +96,8 @@ def section_pretrain(args) -> str:
 
 
 def section_zeroshot(backbone: str) -> dict[str, float]:
-    from pipeline.data.suite import SUITE, chance, suite_task
+    from pipeline.data.suite import SUITE, chance
+    from pipeline.data.tasks import resolve_task
 
     make_cell, run, _ = _kernel()
 
@@ -106,11 +107,11 @@ def section_zeroshot(backbone: str) -> dict[str, float]:
     )
     values = {}
     for name, spec in SUITE.items():
-        suite_task(name)
+        resolve_task(name)
         values[name] = run(make_cell("zeroshot", name, backbone=backbone)).value
         ch = chance(name)
         print(
-            f"{name:20s} {len(spec['classnames']):7d} {spec['metric']:>14s} {values[name]:6.3f} {ch:6.3f} "
+            f"{name:20s} {len(spec.classnames):7d} {spec.metric:>14s} {values[name]:6.3f} {ch:6.3f} "
             f"{values[name] / ch:8.2f}"
         )
     v = np.array(list(values.values()))
@@ -129,7 +130,8 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
 
     from pipeline.clip import load_backbone
     from pipeline.data import few_shot
-    from pipeline.data.suite import SUITE, suite_task
+    from pipeline.data.suite import SUITE
+    from pipeline.data.tasks import resolve_task
     from pipeline.features import FeatureCache
     from pipeline.loop import loss_fn, score
 
@@ -141,11 +143,11 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
     )
     gains = []
     for name in SUITE:
-        task = suite_task(name)
-        labels = task.source.labels("train")
+        task = resolve_task(name)
+        labels = task.data.labels("train")
         sample = few_shot(labels, task.classnames, args.shots, 0, name)
         x = F.normalize(cache.features(bb, task, "train", sample.train), dim=-1)
-        test = task.source.labels("test")
+        test = task.data.labels("test")
         x_test = F.normalize(cache.features(bb, task, "test", np.arange(len(test))), dim=-1)
         y = torch.as_tensor(labels[sample.train])
         torch.manual_seed(0)
@@ -203,7 +205,8 @@ def section_headroom(backbone: str, zs: dict[str, float], args) -> dict:
 
 
 def section_transfer(backbone: str, zs: dict[str, float], args) -> dict:
-    from pipeline.data.suite import DISSIMILAR_PAIRS, SIMILAR_PAIRS, suite_task
+    from pipeline.data.suite import DISSIMILAR_PAIRS, SIMILAR_PAIRS
+    from pipeline.data.tasks import resolve_task
 
     make_cell, run, _ = _kernel()
 
@@ -214,7 +217,7 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> dict:
         f"similar pairs {similar}\ndissimilar pairs {dissimilar}"
     )
     for name in {t for pair in (*similar, *dissimilar) for t in pair} - set(zs):
-        suite_task(name)
+        resolve_task(name)
         zs[name] = run(make_cell("zeroshot", name, backbone=backbone)).value
     figures = {}
     for method in args.methods:
@@ -223,7 +226,7 @@ def section_transfer(backbone: str, zs: dict[str, float], args) -> dict:
             base, gains = {}, {"similar": [], "dissimilar": []}
             for kind, pairs in (("similar", similar), ("dissimilar", dissimilar)):
                 for source, target in pairs:
-                    suite_task(source), suite_task(target)
+                    resolve_task(source), resolve_task(target)
                     cell = dict(
                         method_config=cfg, recipe=rec, backbone=backbone, shots=args.target_shots, seed=seed
                     )

@@ -56,7 +56,7 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     torch.set_num_threads(1)  # one core per measurement: oversubscribed threads distort small models
     backbone = load_backbone("tiny")
     task = resolve_task(folder)
-    labels = task.source.labels("train")
+    labels = task.data.labels("train")
     sample = few_shot(labels, task.classnames, shots, seed=0, task=task.name)
     y = torch.as_tensor(labels[sample.train])
     method = build_method(case.split("-")[0], backbone, task.classnames, seed=0)
@@ -70,7 +70,7 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     elif case == "coop-load-every-step":
         # inputs are image indices; every step decodes, preprocesses and encodes its batch
         def encode(idx):
-            images = [backbone.preprocess(task.source.image("train", int(i))) for i in idx]
+            images = [backbone.preprocess(task.data.image("train", int(i))) for i in idx]
             return backbone.encode_image(torch.stack(images))
 
         x = torch.as_tensor(sample.train)

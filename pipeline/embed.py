@@ -52,7 +52,7 @@ def image_rows(
     """The frozen features of the task's K-shot sample (the images its cells train and validate on:
     a property of the task's data, not of tuning). `name`: what the study calls the task (its cells'
     target), by default the task's own name."""
-    labels = task.source.labels("train")
+    labels = task.data.labels("train")
     sample = few_shot(labels, task.classnames, shots, seed, task.name)
     drawn = np.asarray(list(dict.fromkeys([*sample.val.tolist(), *sample.train.tolist()])), dtype=np.int64)
     feats = cache.features(backbone, task, "train", drawn).cpu().numpy()  # (N, E)

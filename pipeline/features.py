@@ -27,8 +27,8 @@ class _ImageSet(torch.utils.data.Dataset):
     """Images `indices` of one split, preprocessed for the backbone (picklable for workers)."""
 
     def __init__(self, task: Task, split: str, indices, preprocess):
-        self.source, self.split, self.indices, self.preprocess = (
-            task.source,
+        self.data, self.split, self.indices, self.preprocess = (
+            task.data,
             split,
             list(indices),
             preprocess,
@@ -38,7 +38,7 @@ class _ImageSet(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocess(self.source.image(self.split, self.indices[i]))
+        return self.preprocess(self.data.image(self.split, self.indices[i]))
 
 
 def pixel_batches(
@@ -94,7 +94,7 @@ class FeatureCache:
         parts = [
             backbone.identity,
             task.identity,
-            task.source.fingerprint(),
+            task.data.fingerprint(),
             split,
             backbone.preprocess_cfg_key(),
             backbone.device.type,

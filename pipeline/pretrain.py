@@ -38,7 +38,7 @@ class PretrainRecipe:
     warmup_steps: int = 60
     grouped_every: int = 2  # every n-th batch is built from hard-negative groups
     group_size: int = 16
-    # Factor batches (see suite.FACTOR_BATCHES): every n-th batch, and all of the first steps,
+    # Factor batches (see captions.FACTOR_BATCHES): every n-th batch, and all of the first steps,
     # so that position, count, shape and glyphs are in the image features before the text side
     # settles on what it can already see (colour, background).
     factor_every: int = 3
@@ -64,7 +64,7 @@ def model_config() -> dict:
 
 def checkpoint_key(recipe: PretrainRecipe | None = None) -> str:
     """Hash of everything that determines the weights: config, generator, recipe, code version."""
-    from pipeline.data.suite import GENERATOR_VERSION
+    from pipeline.data.scenes import GENERATOR_VERSION
 
     payload = {
         "config": model_config(),
@@ -160,7 +160,7 @@ def pretrain(recipe: PretrainRecipe) -> dict:
     from tqdm import tqdm
 
     from pipeline.clip import create_trainable
-    from pipeline.data.suite import factor_pairs, training_pairs
+    from pipeline.data.captions import factor_pairs, training_pairs
 
     model, tokenizer = create_trainable(ARCH, recipe.seed)
     torch.manual_seed(recipe.seed)

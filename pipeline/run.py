@@ -204,7 +204,7 @@ class _Inputs:
     def test_batches(self, task):
         from pipeline.features import pixel_batches
 
-        idx = np.arange(len(task.source.labels("test")))
+        idx = np.arange(len(task.data.labels("test")))
         if self.cache is not None:
             return self.cache.features(self.backbone, task, "test", idx, workers=self.workers).split(1024)
         return pixel_batches(self.backbone, task, "test", idx, 256, self.workers)
@@ -218,7 +218,7 @@ def training_set(cell: Cell, tasks, space: LabelSpace, inputs: _Inputs):
 
     xs, ys, owner, val = [], [], [], None
     for k, task in enumerate(tasks):
-        labels = task.source.labels("train")
+        labels = task.data.labels("train")
         sample = few_shot(labels, task.classnames, cell.shots, cell.seed, task.name)
         if k == 0:
             val = (inputs.train_split(task, sample.val), labels[sample.val])
@@ -280,7 +280,7 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         )
         method.load_prompt_state(trained.state)
 
-    test_labels = target.source.labels("test")
+    test_labels = target.data.labels("test")
     logits = predict(
         method, inputs.test_batches(target), inputs.encode, space.slots[0], cell.recipe.precision
     )

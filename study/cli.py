@@ -112,9 +112,9 @@ def cmd_tasks(args) -> int:
     rows = [
         {
             "name": name,
-            "num_classes": len(t["classnames"]),
-            "metric": t["metric"],
-            "domain": t["domain"],
+            "num_classes": len(t.classnames),
+            "metric": t.metric,
+            "domain": t.domain,
             "suite": "builtin",
         }
         for name, t in SUITE.items()

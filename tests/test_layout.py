@@ -60,3 +60,16 @@ def test_every_module_says_its_job():
         for path in _modules(package):
             doc = ast.get_docstring(ast.parse(path.read_text()))
             assert doc, f"{path} has no module docstring"
+
+
+def test_data_modules_import_no_cycle():
+    # top-level and function-level imports alike: a cycle hidden in a lazy import is still a cycle
+    package = ROOT / "pipeline" / "data"
+    names = {p.stem: f"pipeline.data.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    edges = {mod: _imports(package / f"{stem}.py") & set(names.values()) for stem, mod in names.items()}
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in edges[start])
+
+    cycles = sorted(mod for mod in edges if reaches(mod, mod, set()))
+    assert not cycles, cycles

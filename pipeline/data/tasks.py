@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.data.sources import TORCHVISION, ImageFolderSource, Source, TensorSource
+from pipeline.data.sources import SPLITS, TORCHVISION, ImageFolderSource, Source, TensorSource
+from pipeline.data.suite import SUITE, task_images
 from pipeline.errors import MvlptError
+
+log = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "mean_per_class", "map11", "roc_auc")
 
@@ -16,7 +20,7 @@ METRICS = ("accuracy", "mean_per_class", "map11", "roc_auc")
 class Task:
     name: str
     metric: str
-    source: Source = field(compare=False, repr=False)
+    data: Source = field(compare=False, repr=False)  # the adapter that reads its labels and images
     domain: str = ""
     identity_key: str = ""  # what names this task's data in cell identities; defaults to the name
 
@@ -32,7 +36,7 @@ class Task:
 
     @property
     def classnames(self) -> tuple[str, ...]:
-        return self.source.classnames
+        return self.data.classnames
 
     @property
     def num_classes(self) -> int:
@@ -40,7 +44,7 @@ class Task:
 
     @property
     def multilabel(self) -> bool:
-        return self.source.multilabel
+        return self.data.multilabel
 
     @property
     def identity(self) -> str:
@@ -91,8 +95,8 @@ def register_tensor_task(
     domain: str = "",
 ) -> Task:
     """Define a task from in-memory tensors ({split: (N, 3, h, w) in [0, 1]}) under `name`."""
-    source = TensorSource(images, labels, classnames, multilabel)
-    task = Task(name, metric, source, domain, identity_key=f"{name}@{source.fingerprint()}")
+    data = TensorSource(images, labels, classnames, multilabel)
+    task = Task(name, metric, data, domain, identity_key=f"{name}@{data.fingerprint()}")
     _IN_MEMORY[name] = task
     return task
 
@@ -101,13 +105,30 @@ def suite_tasks(suite: str) -> list[str]:
     """The task names of a built-in suite ("builtin": the 20 generated tasks)."""
     if suite != "builtin":
         raise MvlptError(f"unknown task suite '{suite}' (known: builtin)")
-    from pipeline.data.suite import TASK_NAMES
-
-    return list(TASK_NAMES)
+    return list(SUITE)
 
 
 def known_tasks() -> list[str]:
     return sorted(set(ELEVATER) | set(_IN_MEMORY) | set(suite_tasks("builtin")))
+
+
+def _builtin_task(name: str) -> Task:
+    """Generate the built-in task `name` and keep it as an in-memory task (built once per process)."""
+    import torch
+
+    spec = SUITE[name]
+    splits = {split: task_images(name, split) for split in SPLITS}
+    task = register_tensor_task(
+        name,
+        images={split: torch.from_numpy(x) for split, (x, _) in splits.items()},
+        labels={split: y for split, (_, y) in splits.items()},
+        classnames=list(spec.classnames),
+        metric=spec.metric,
+        multilabel=spec.multilabel,
+        domain=spec.domain,
+    )
+    log.info("built suite task %s (%d classes)", name, len(spec.classnames))
+    return task
 
 
 _RESOLVED: dict[tuple[str, str], Task] = {}
@@ -117,21 +138,19 @@ def resolve_task(name: str) -> Task:
     """A registry name, an in-memory task, or the path of an image folder -> Task (memoised)."""
     if name in _IN_MEMORY:
         return _IN_MEMORY[name]
-    from pipeline.data.suite import SUITE, suite_task
-
     if name in SUITE:
-        return suite_task(name)
+        return _builtin_task(name)
     key = (name, str(data_root()))
     if key in _RESOLVED:
         return _RESOLVED[key]
     if name in ELEVATER:
         folder = data_root() / name
         if (folder / "train").is_dir():
-            source = ImageFolderSource(folder, name)
+            data = ImageFolderSource(folder, name)
         elif name in TORCHVISION:
             from pipeline.data.sources import TorchvisionSource
 
-            source = TorchvisionSource(name, folder)
+            data = TorchvisionSource(name, folder)
         else:
             raise MvlptError(
                 f"task '{name}': dataset root not found: {folder} "
@@ -139,14 +158,14 @@ def resolve_task(name: str) -> Task:
             )
         # the data decide the results: two data roots under one name are two tasks
         task = Task(
-            name, ELEVATER[name][0], source, domain="elevater", identity_key=f"{name}@{source.fingerprint()}"
+            name, ELEVATER[name][0], data, domain="elevater", identity_key=f"{name}@{data.fingerprint()}"
         )
     elif os.path.sep in name or os.path.isdir(name):
         path = Path(name).expanduser().resolve()
         label = path.name
-        source = ImageFolderSource(path, label)
-        metric = "map11" if source.multilabel else "accuracy"
-        task = Task(label, metric, source, identity_key=f"folder:{label}@{source.fingerprint()}")
+        data = ImageFolderSource(path, label)
+        metric = "map11" if data.multilabel else "accuracy"
+        task = Task(label, metric, data, identity_key=f"folder:{label}@{data.fingerprint()}")
     else:
         raise MvlptError(
             f"unknown task '{name}': not a registry task ({', '.join(known_tasks())}) nor an image folder"

@@ -80,8 +80,8 @@ def test_image_folder_task(tmp_path):
     root = write_folder(tmp_path / "birds", classes=("crow", "jay"), n_train=3, n_test=2)
     task = resolve_task(str(root))
     assert task.classnames == ("crow", "jay") and task.metric == "accuracy"
-    assert task.source.labels("train").tolist() == [0, 0, 0, 1, 1, 1]
-    assert task.source.image("test", 3).size == (48, 40)
+    assert task.data.labels("train").tolist() == [0, 0, 0, 1, 1, 1]
+    assert task.data.image("test", 3).size == (48, 40)
     assert task.identity.startswith("folder:birds@")
 
 
@@ -114,7 +114,7 @@ def test_multilabel_image_folder(tmp_path):
         (d / "labels.csv").write_text("\n".join(rows) + "\n")
     task = resolve_task(str(tmp_path / "voc"))
     assert task.multilabel and task.metric == "map11" and task.classnames == ("cat", "dog")
-    assert task.source.labels("train").tolist() == [[0, 1], [1, 1], [0, 1], [1, 1]]
+    assert task.data.labels("train").tolist() == [[0, 1], [1, 1], [0, 1], [1, 1]]
 
 
 def _write_idx(path, array: np.ndarray, kind: int):
@@ -132,8 +132,8 @@ def test_torchvision_mnist_adapter_reads_local_files(tmp_path, monkeypatch):
     monkeypatch.setenv("MVLPT_DATA", str(tmp_path))
     task = resolve_task("mnist")
     assert task.classnames[:3] == ("zero", "one", "two")
-    assert task.source.labels("test").tolist() == (np.arange(20) % 10).tolist()
-    assert task.source.image("train", 0).mode == "RGB"
+    assert task.data.labels("test").tolist() == (np.arange(20) % 10).tolist()
+    assert task.data.image("train", 0).mode == "RGB"
 
 
 def test_registry_task_without_data_names_the_missing_path(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ def test_image_rows_are_the_cells_k_shot_sample_features(tiny, toy_tasks):
     task = resolve_task("toy-five")
     cache = FeatureCache()
     rows = image_rows(tiny, task, shots=3, seed=1, cache=cache, name="five")
-    sample = few_shot(task.source.labels("train"), task.classnames, 3, 1, task.name)
+    sample = few_shot(task.data.labels("train"), task.classnames, 3, 1, task.name)
     drawn = np.concatenate([sample.val, sample.train])  # the K shots: validation and training
     expected = cache.features(tiny, task, "train", drawn).numpy()
     assert len(rows) == 15 and {r["task"] for r in rows} == {"five"}

@@ -19,7 +19,7 @@ def test_each_image_is_encoded_once_per_process(tiny, toy_tasks):
     b = cache.features(tiny, five, "train", [3, 2, 4, 4])
     assert cache.images_encoded == 5  # only image 4 was new
     assert torch.equal(b[:2], a[[3, 2]]) and torch.equal(b[2], b[3])
-    direct = tiny.encode_image(torch.stack([tiny.preprocess(five.source.image("train", 4))]))
+    direct = tiny.encode_image(torch.stack([tiny.preprocess(five.data.image("train", 4))]))
     assert torch.allclose(b[2], direct[0], atol=1e-5)
     # an image's cached features do not depend on what it was encoded with
     alone = FeatureCache().features(tiny, five, "train", [4])

@@ -278,9 +278,9 @@ def test_study_embeddings_and_designed_similarities_are_written_beside_the_cells
     emb = pq.read_table(store._path(EMBEDDINGS)).to_pandas()
     assert len(emb) == n
     labels = emb[emb.kind == "label"]
-    assert labels.groupby("task").size().to_dict() == {t: len(SUITE[t]["classnames"]) for t in tasks}
+    assert labels.groupby("task").size().to_dict() == {t: len(SUITE[t].classnames) for t in tasks}
     images = emb[emb.kind == "image"]
-    assert images.groupby("task").size().to_dict() == {t: 2 * len(SUITE[t]["classnames"]) for t in tasks}
+    assert images.groupby("task").size().to_dict() == {t: 2 * len(SUITE[t].classnames) for t in tasks}
     prompts = emb[emb.kind == "prompt"]
     assert prompts[["method", "task", "shots", "seed"]].values.tolist() == [["coop", "shapes", 2, 0]]
     assert np.array_equal(prompts.vector.iloc[0], prompt_vector(result.prompt_state).astype(np.float32))
