@@ -240,7 +240,7 @@ def training_set(cell: Cell, tasks, space: LabelSpace, inputs: _Inputs):
 def run(cell: Cell, source_state=None, context: Context | None = None) -> CellResult:
     """Run one cell. `source_state` (init mode): a prompt state, a path, or a list to average;
     when absent the source's single cells are run first."""
-    from pipeline.clip import load_backbone
+    from pipeline.backbones import load_backbone
     from pipeline.data import resolve_task
     from pipeline.loop import pick_device, predict, score, train
     from pipeline.methods import build_method, method_config

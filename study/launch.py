@@ -231,7 +231,7 @@ def study_location(spec: StudySpec, folder: str | None = None) -> str:
 def plan_study(spec: StudySpec, folder: str | None = None) -> tuple[Store, Plan, str]:
     """Check the folder (by default the spec's) against the spec and plan the grid.
     -> (store, plan, backbone identity)."""
-    from pipeline.clip import backbone_identity, parse_backbone
+    from pipeline.backbones import backbone_identity, parse_backbone
     from study.grid import expand
     from study.guard import check_out
     from study.plan import build_plan

@@ -51,7 +51,7 @@ def toy_tasks():
 
 @pytest.fixture(scope="session")
 def tiny():
-    from pipeline.clip import load_backbone
+    from pipeline.backbones import load_backbone
 
     return load_backbone("tiny")
 
