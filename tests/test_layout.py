@@ -130,3 +130,16 @@ def test_no_module_imports_itself_through_others():
     assert "pipeline.backbones" in graph["pipeline.cell"]  # imports inside functions count
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_analysis_speaks_the_kernels_terms():
+    """analysis reads result tables without importing the kernel, so it keeps its own copy of the
+    terms it orders and prints by; this holds each copy equal to the kernel's."""
+    from analysis import assemble, load
+    from pipeline.cell import STAGES
+    from pipeline.errors import first_line
+    from pipeline.methods import METHODS
+
+    assert (STAGES, tuple(METHODS)) == (assemble.STAGES, assemble.METHOD_ORDER)
+    for err in (ValueError("bad\nmore"), OSError(), KeyError("  "), RuntimeError("  one line  ")):
+        assert load.first_line(err) == first_line(err)
