@@ -14,8 +14,8 @@ import torch
 
 import pipeline.backbones as backbones
 from pipeline.errors import MvlptError
-from tests.conftest import write_folder
 from tests.pipeline.test_image_folders import _multilabel
+from tests.toy_data import write_folder
 
 
 @pytest.mark.parametrize("name", ["default", "elevater"])
