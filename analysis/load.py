@@ -30,7 +30,8 @@ EMBEDDINGS = f"{TABLES_DIR}/embeddings.parquet"
 DESIGNED = f"{TABLES_DIR}/designed.parquet"
 # where earlier versions kept them, beside the cells; still read
 LEGACY = {EMBEDDINGS: "_embeddings.parquet", DESIGNED: "_designed.parquet"}
-# what a row needs to count as a cell; the store writes more (SPEC 7), the report reads these
+# what a row needs to count as a cell; the store writes more (see Results in the README), the
+# report reads these
 CELL_COLUMNS = ("stage", "method", "target", "value", "status")
 OPTIONAL_COLUMNS = ("study", "cell_id", "mode", "backbone", "source", "shots", "seed", "metric", "error")
 EMBEDDING_COLUMNS = ("kind", "method", "task", "shots", "seed", "item", "vector")
