@@ -38,7 +38,7 @@ from analysis.stats import (
     spearman_ci,
     task_bootstrap,
 )
-from analysis.summary import best_sources, correlation_table, method_summary
+from analysis.summary import best_sources, method_summary
 
 __all__ = [
     "Analysis",
@@ -59,7 +59,6 @@ __all__ = [
     "arrays_by_task",
     "average_linkage_order",
     "best_sources",
-    "correlation_table",
     "cosine_matrix",
     "decompose",
     "gain_matrix",

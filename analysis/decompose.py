@@ -1,4 +1,4 @@
-"""Split a gain matrix into mean + source effect + target effect + pairwise residual (SPEC 6)."""
+"""Split a gain matrix into mean + source effect + target effect + pairwise residual."""
 
 from __future__ import annotations
 

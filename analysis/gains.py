@@ -1,4 +1,4 @@
-"""Gains of transfer over single-task tuning (SPEC 5) per seed, over seeds and as matrices."""
+"""Gains of transfer over single-task tuning per seed, over seeds and as matrices."""
 
 from __future__ import annotations
 

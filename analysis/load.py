@@ -30,7 +30,8 @@ EMBEDDINGS = f"{TABLES_DIR}/embeddings.parquet"
 DESIGNED = f"{TABLES_DIR}/designed.parquet"
 # where earlier versions kept them, beside the cells; still read
 LEGACY = {EMBEDDINGS: "_embeddings.parquet", DESIGNED: "_designed.parquet"}
-# what a row needs to count as a cell; the store writes more (SPEC 7), the report reads these
+# what a row needs to count as a cell; the store writes more (see Results in the README), the
+# report reads these
 CELL_COLUMNS = ("stage", "method", "target", "value", "status")
 OPTIONAL_COLUMNS = ("study", "cell_id", "mode", "backbone", "source", "shots", "seed", "metric", "error")
 EMBEDDING_COLUMNS = ("kind", "method", "task", "shots", "seed", "item", "vector")
@@ -77,13 +78,19 @@ class StudyTables:
         return ", ".join(map(str, found)) or None
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none (the kernel's
+    pipeline.errors.first_line, which analysis does not import; a test holds the two equal)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _read_parquet(path: Path, required: tuple[str, ...]) -> tuple[pa.Table | None, str | None]:
     """(table, None) or (None, why it cannot be used)."""
     try:
         table = pq.ParquetFile(path).read()
     except Exception as err:  # a torn or foreign file: pyarrow raises ArrowInvalid, OSError and others
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return None, f"unreadable: {first}"
+        return None, f"unreadable: {first_line(err)}"
     lacking = [c for c in required if c not in table.column_names]
     if lacking:
         return None, f"not a result file: no column {', '.join(lacking)}"

@@ -1,4 +1,4 @@
-"""The crossed-effects model of one gain matrix (SPEC 6): gain ~ similarities + source + target.
+"""The crossed-effects model of one gain matrix: gain ~ similarities + source + target.
 
 Source and target enter as fixed effects, so a similarity that only tracks good donors or receptive
 targets gets no credit; standard errors are clustered two ways, by source and by target (pairs that

@@ -1,4 +1,4 @@
-"""Seed noise of the gains (SPEC 6): the seed variance, each pair's standard error, the split-half
+"""Seed noise of the gains: the seed variance, each pair's standard error, the split-half
 reliability of a gain matrix, and how much of its pairwise share lies above the noise floor.
 
 A study may run extra seeds on only some pairs. The seed variance of a gain is pooled over the pairs

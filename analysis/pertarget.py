@@ -1,4 +1,4 @@
-"""Per-target statistics (SPEC 6): for each target, rank its sources by a similarity and score the
+"""Per-target statistics: for each target, rank its sources by a similarity and score the
 ranking against the gains, then average over targets, with a task-bootstrap interval and a
 permutation p-value.
 

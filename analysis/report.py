@@ -43,7 +43,7 @@ __all__ = ["Report", "ReportError", "make_report"]
 log = logging.getLogger(__name__)
 
 # Inside the study folder, but '_'-prefixed: dataset readers skip it, so the folder still reads as one
-# Parquet table (SPEC 7); a plain `report/` of CSV and PNG files would make pyarrow fail on them.
+# Parquet table; a plain `report/` of CSV and PNG files would make pyarrow fail on them.
 REPORT_DIR = "_report"
 
 

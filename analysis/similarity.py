@@ -1,4 +1,4 @@
-"""Task similarities (SPEC 6) from precomputed embeddings and learned prompts: visual, label, prompt."""
+"""Task similarities from precomputed embeddings and learned prompts: visual, label, prompt."""
 
 from __future__ import annotations
 

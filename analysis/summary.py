@@ -1,16 +1,11 @@
-"""Report tables built from the gain summary: best source per target, correlations, per-method summary."""
+"""Report tables built from the gain summary: best source per target, per-method summary."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
-from analysis.gains import SETTING_KEYS, gain_matrix
-from analysis.relate import similarity_correlations
-
-Similarity = pd.DataFrame | Mapping[str, pd.DataFrame]  # one matrix, or one per method (prompt similarity)
+from analysis.gains import SETTING_KEYS
 
 
 def _offdiag(summary: pd.DataFrame) -> pd.DataFrame:
@@ -59,33 +54,6 @@ def best_sources(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
-def _sim_for(sim: Similarity, method: str) -> pd.DataFrame | None:
-    return sim if isinstance(sim, pd.DataFrame) else sim.get(method)
-
-
-def correlation_table(
-    summary: pd.DataFrame,
-    sims: Mapping[str, Similarity],
-    n_boot: int = 1000,
-    seed: int = 0,
-    residual: bool = True,
-) -> pd.DataFrame:
-    """Per method setting and similarity: Spearman correlation with the mean gain over off-diagonal pairs
-    (kind "gain") and, with `residual`, with the decomposition's pairwise residual (kind "residual"),
-    each with its task-bootstrap interval (one bootstrap per setting, shared by the similarities). A
-    similarity given per method is looked up by method, and left out where that method has none."""
-    parts = []
-    for (method, mode, shots), _ in summary.groupby(SETTING_KEYS, dropna=False, sort=False):
-        gain = gain_matrix(summary, method, mode, shots)
-        chosen = {name: m for name, sim in sims.items() if (m := _sim_for(sim, method)) is not None}
-        if not chosen:
-            continue
-        table = similarity_correlations(gain, chosen, n_boot, seed, residual=residual)
-        parts.append(table.assign(method=method, mode=mode, shots=shots))
-    cols = [*SETTING_KEYS, "similarity", "kind", "estimate", "lo", "hi", "n_pairs", "n_tasks", "n_boot"]
-    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
-
-
 def method_summary(
     summary: pd.DataFrame,
     singles: pd.DataFrame,
@@ -94,7 +62,7 @@ def method_summary(
 ) -> pd.DataFrame:
     """One row per method setting: mean single points over targets, mean zero-shot, mean gain and the
     share of positive gains over the off-diagonal pairs with a gain, how many pairs lack one, and, when
-    given, `rho_<similarity>` with `_lo` / `_hi` from `correlation_table` (kind "gain"). Methods with
+    given, `rho_<similarity>` with `_lo` / `_hi` from the report's correlations (kind "gain"). Methods with
     single runs but no transfers keep a row (mode NaN) so the table shows what exists."""
     off = _offdiag(summary)
     g = off.groupby(SETTING_KEYS, dropna=False, sort=False)["gain_pts"]

@@ -67,7 +67,7 @@ def _value(text: str):
 
 
 def section_pretrain(args) -> str:
-    from pipeline import clip
+    from pipeline import backbones
     from pipeline.pretrain import pretrained_checkpoint
 
     if args.fresh:
@@ -86,8 +86,8 @@ def section_pretrain(args) -> str:
     imported = time.perf_counter() - start
     start = time.perf_counter()
     path = pretrained_checkpoint(path.parent)
-    clip._LOADED.clear()
-    clip.load_backbone(f"mvlpt-small:{path}")
+    backbones._LOADED.clear()
+    backbones.load_backbone(f"mvlpt-small:{path}")
     print(
         f"second call (cache hit + load_backbone): {time.perf_counter() - start:.2f} s "
         f"(+ {imported:.2f} s importing open_clip, once per process)  [{path}]"
@@ -128,7 +128,7 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.clip import load_backbone
+    from pipeline.backbones import load_backbone
     from pipeline.data import few_shot
     from pipeline.data.suite import SUITE
     from pipeline.data.tasks import resolve_task

@@ -46,7 +46,7 @@ def make_folder(root: Path, classes: int, per_class: int) -> Path:
 def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     import torch
 
-    from pipeline.clip import load_backbone
+    from pipeline.backbones import load_backbone
     from pipeline.data import few_shot, resolve_task
     from pipeline.features import FeatureCache, load_pixels
     from pipeline.loop import TrainSet, train

@@ -158,7 +158,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     spec, cells = pick_cells(args.spec, args.methods.split(","), args.cells)
-    from pipeline.clip import load_backbone
+    from pipeline.backbones import load_backbone
 
     load_backbone(spec.backbone)  # pre-train / load once, outside every timing
     with tempfile.TemporaryDirectory() as tmp:

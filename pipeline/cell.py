@@ -108,7 +108,7 @@ def dependencies(cell: Cell) -> list[Cell]:
 
 def cell_id(cell: Cell) -> str:
     """Content hash of everything that determines the cell's result, its dependencies included."""
-    from pipeline.clip import backbone_identity, parse_backbone
+    from pipeline.backbones import backbone_identity, parse_backbone
     from pipeline.data import resolve_task
     from pipeline.methods import method_config
 

@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import MvlptError, first_line
+from pipeline.errors import MvlptError
 
-log = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).parent / "configs"
-
-# Backbones shipped with the project: short name -> open_clip model config in configs/.
-# "tiny" has no weights: it is built with a fixed seed (the test model, timm-style). It keeps CLIP's
-# proportions at toy size: the image tower (65 tokens, width 128) costs more than the text tower
-# (width 64), as ViT-B/16's 197 tokens at width 768 do against its text.
-# "builtin" is pre-trained on the built-in suite the first time it is needed (pipeline.pretrain).
-SHIPPED = {
-    "tiny": "mvlpt-tiny",
-    "builtin": "mvlpt-small",
-}
-PRETRAINED_SHIPPED = ("builtin",)
+CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped open_clip configs, named by file
 
 
 def register_shipped_configs() -> None:
     """Make the configs in configs/ known to open_clip by their file names."""
     import open_clip
 
-    if SHIPPED["tiny"] not in open_clip.list_models():
+    if not {p.stem for p in CONFIG_DIR.glob("*.json")} <= set(open_clip.list_models()):
         open_clip.add_model_config(CONFIG_DIR)
 
 
@@ -51,61 +34,34 @@ def create_trainable(arch: str, seed: int = 0):
     return model, open_clip.get_tokenizer(arch)
 
 
-def file_sha256(path: str | os.PathLike, _memo: dict = {}) -> str:  # noqa: B006 - process memo
-    """Content hash of a file, memoised on (path, size, mtime) so big checkpoints hash once."""
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _memo[key] = h.hexdigest()
-    return _memo[key]
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """`name` as the user wrote it, resolved to an open_clip architecture and a weights source."""
-
-    name: str
-    arch: str  # an open_clip model name (shipped configs are registered under their own names)
-    weights: str | None  # None (shipped random init), a pretrained tag, or a checkpoint path
-    weights_is_file: bool
-    pretrained_here: bool = False  # weights come from pipeline.pretrain's cached checkpoint
-
-
-def parse_backbone(name: str) -> BackboneSpec:
-    """Resolve 'tiny', 'tiny:PATH', 'ARCH:TAG' or 'ARCH:PATH' (open_clip names), or fail in one line."""
+def known_architecture(arch: str) -> bool:
+    """Whether open_clip (with the shipped configs) has a model config named `arch`."""
     import open_clip
 
     register_shipped_configs()
-    arch, _, weights = name.partition(":")
-    weights = weights or None
-    shipped = arch in SHIPPED
-    arch_name = SHIPPED.get(arch, arch).replace("/", "-")
-    if arch_name not in open_clip.list_models():
-        raise MvlptError(
-            f"unknown backbone '{name}': expected one of {sorted(SHIPPED)} or ARCH:TAG / ARCH:PATH "
-            f"with ARCH an open_clip model (e.g. ViT-B-16:openai)"
-        )
-    if weights is None and arch in PRETRAINED_SHIPPED:
-        return BackboneSpec(name, arch_name, None, False, pretrained_here=True)
-    if weights is None:
-        if not shipped:
-            raise MvlptError(
-                f"backbone '{name}' names no weights: use {arch}:TAG (e.g. openai) or {arch}:PATH"
-            )
-        return BackboneSpec(name, arch_name, None, False)
-    is_file = os.path.sep in weights or weights.endswith((".pt", ".bin", ".pth", ".safetensors"))
-    if is_file:
-        if not os.path.isfile(weights):
-            raise MvlptError(f"backbone '{name}': checkpoint file not found: {weights}")
-        return BackboneSpec(name, arch_name, os.path.abspath(weights), True)
-    if not open_clip.get_pretrained_cfg(arch_name, weights):
-        tags = open_clip.list_pretrained_tags_by_model(arch_name)
-        raise MvlptError(f"backbone '{name}': unknown pretrained tag '{weights}' (known: {tags})")
-    return BackboneSpec(name, arch_name, weights, False)
+    return arch in open_clip.list_models()
+
+
+def architecture_config(arch: str) -> dict:
+    """The open_clip model config of `arch` ({} when it has none)."""
+    import open_clip
+
+    register_shipped_configs()
+    return dict(open_clip.get_model_config(arch) or {})
+
+
+def pretrained_tag(arch: str, tag: str) -> dict:
+    """open_clip's description of the pretrained weights `tag` of `arch` ({} when unknown)."""
+    import open_clip
+
+    return dict(open_clip.get_pretrained_cfg(arch, tag) or {})
+
+
+def pretrained_tags(arch: str) -> list[str]:
+    """The pretrained tags open_clip knows for `arch`."""
+    import open_clip
+
+    return list(open_clip.list_pretrained_tags_by_model(arch))
 
 
 def library_versions() -> str:
@@ -115,55 +71,32 @@ def library_versions() -> str:
     return f"torch {torch.__version__}|open_clip {open_clip.__version__}"
 
 
-def trained_with_quick_gelu(spec: BackboneSpec) -> bool:
-    """Whether a pretrained tag's weights were trained with QuickGELU while the architecture's config
-    says GELU (OpenAI's weights under the plain `ViT-B-16` config): such a model must be built with
-    QuickGELU, or it computes other features than the ones its weights were trained for."""
+def create_frozen(arch: str, weights: str | None, cache_dir: str | None, quick_gelu: bool):
+    """An open_clip model of `arch` with `weights` (None: the config's seed-0 random init), frozen in
+    eval mode on the CPU, and its tokenizer."""
     import open_clip
 
-    if spec.weights is None or spec.weights_is_file:
-        return False
-    tag = open_clip.get_pretrained_cfg(spec.arch, spec.weights) or {}
-    return bool(tag.get("quick_gelu")) and not (open_clip.get_model_config(spec.arch) or {}).get("quick_gelu")
-
-
-def effective_config(spec: BackboneSpec) -> dict:
-    """The open_clip config the backbone is built from, with the activation its weights need."""
-    import open_clip
-
-    cfg = dict(open_clip.get_model_config(spec.arch) or {})
-    if trained_with_quick_gelu(spec):
-        cfg["quick_gelu"] = True
-    return cfg
-
-
-def backbone_identity(spec: BackboneSpec) -> str:
-    """What determines the backbone's weights: effective config (activation included) plus the tag
-    or the file's hash."""
-    cfg = json.dumps(effective_config(spec), sort_keys=True)
-    if spec.pretrained_here:
-        from pipeline.pretrain import checkpoint_key
-
-        source = "pretrain:" + checkpoint_key()  # no training needed to know the identity
-    elif spec.weights is None:
-        source = "seed0"
-    elif spec.weights_is_file:
-        source = "sha256:" + file_sha256(spec.weights)
-    else:
-        source = "tag:" + spec.weights
-    digest = hashlib.sha256(f"{cfg}|{source}".encode()).hexdigest()[:16]
-    return f"{spec.arch}@{digest}"
+    register_shipped_configs()
+    with torch.random.fork_rng(devices=[]), _quiet_root_logger(weights is None):
+        torch.manual_seed(0)  # shipped configs without weights are this exact random init
+        model = open_clip.create_model(
+            arch, pretrained=weights, cache_dir=cache_dir, force_quick_gelu=quick_gelu
+        )
+    model = model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, open_clip.get_tokenizer(arch)
 
 
 class Backbone:
     """A frozen open_clip CLIP whose text and image encoders accept prompt tokens."""
 
-    def __init__(self, model, tokenizer, spec: BackboneSpec, identity: str, device: torch.device):
+    def __init__(self, model, tokenizer, name: str, identity: str, device: torch.device):
         if not hasattr(model, "token_embedding"):
-            raise MvlptError(f"backbone '{spec.name}' has a text tower mvlpt cannot prompt")
+            raise MvlptError(f"backbone '{name}' has a text tower mvlpt cannot prompt")
         self.model = model
         self.tokenizer = tokenizer
-        self.spec = spec
+        self.name = name  # as the user wrote it
         self.identity = identity
         self.device = device
         self.preprocess_cfg = dict(model.visual.preprocess_cfg)
@@ -189,7 +122,7 @@ class Backbone:
             n = self.count_tokens(text)
             if n is not None and n + 2 > self.context_length:
                 raise MvlptError(
-                    f"text too long for backbone '{self.spec.name}' "
+                    f"text too long for backbone '{self.name}' "
                     f"({n} tokens, context {self.context_length}): '{text}'"
                 )
         return self.tokenizer(texts).to(self.device)
@@ -215,7 +148,7 @@ class Backbone:
             return torch.full((n,), length - 1, device=tokens.device)
         if pool == "first":
             return torch.zeros(n, dtype=torch.long, device=tokens.device)
-        raise MvlptError(f"backbone '{self.spec.name}' pools text with '{pool}', not supported")
+        raise MvlptError(f"backbone '{self.name}' pools text with '{pool}', not supported")
 
     def encode_text_embedded(
         self, x: torch.Tensor, pool_idx: torch.Tensor, truncate: bool = False
@@ -269,7 +202,7 @@ class Backbone:
         v = self.model.visual
         if not self.is_vit:
             if prompts:
-                raise MvlptError(f"visual prompts need a ViT image tower; '{self.spec.name}' has none")
+                raise MvlptError(f"visual prompts need a ViT image tower; '{self.name}' has none")
             return v(images)
         x = v.conv1(images.to(v.conv1.weight.dtype))  # (B, Dv, g, g)
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # (B, g*g, Dv)
@@ -362,9 +295,6 @@ class Preprocess:
         return self._transform(image)
 
 
-_LOADED: dict[tuple[str, str], Backbone] = {}
-
-
 @contextlib.contextmanager
 def _quiet_root_logger(quiet: bool):
     """open_clip warns on the root logger that a weightless model is random: for the shipped
@@ -377,47 +307,3 @@ def _quiet_root_logger(quiet: bool):
         yield
     finally:
         root.setLevel(level)
-
-
-def load_backbone(name: str, device: str | torch.device = "cpu", cache_dir: str | None = None) -> Backbone:
-    """Build (once per process and device) the frozen backbone named `name`."""
-    spec = parse_backbone(name)
-    device = torch.device(device)
-    key = (name, str(device))
-    if key in _LOADED:
-        return _LOADED[key]
-    import open_clip
-
-    identity = backbone_identity(spec)
-    pretrained_here = spec.pretrained_here
-    if spec.pretrained_here:
-        from pipeline.pretrain import pretrained_checkpoint
-
-        spec = dataclasses.replace(spec, weights=str(pretrained_checkpoint()), weights_is_file=True)
-    try:
-        with torch.random.fork_rng(devices=[]), _quiet_root_logger(spec.weights is None):
-            torch.manual_seed(0)  # shipped configs without weights are this exact random init
-            model = open_clip.create_model(
-                spec.arch,
-                pretrained=spec.weights,
-                cache_dir=cache_dir,
-                force_quick_gelu=trained_with_quick_gelu(spec),
-            )
-    except MvlptError:
-        raise
-    except Exception as err:  # a torn or foreign checkpoint raises from torch's unpickler, any type
-        first = first_line(err)
-        if pretrained_here:
-            raise MvlptError(
-                f"the cached built-in backbone {spec.weights} is damaged ({first}); "
-                f"delete it and run `mvlpt pretrain` to rebuild it"
-            ) from err
-        raise MvlptError(f"could not load backbone '{name}': {first}") from err
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(spec.arch)
-    backbone = Backbone(model, tokenizer, spec, identity, device)
-    _LOADED[key] = backbone
-    log.info("loaded backbone %s (%s) on %s", name, identity, device)
-    return backbone

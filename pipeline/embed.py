@@ -1,6 +1,6 @@
 """Task embeddings for the analysis: K-shot image features, class-name text features, learned prompts.
 
-The analysis computes visual, label and prompt similarities from these (SPEC 6) without a model, so
+The analysis computes visual, label and prompt similarities from these without a model, so
 they are computed once per study by the kernel and kept as one long table:
     kind    "image" (one row per K-shot training image), "label" (one row per class name) or
             "prompt" (one row per single cell's learned prompt)

@@ -258,6 +258,38 @@ class Trained:
     history: list[float]
 
 
+def _validator(method, inputs, targets: np.ndarray, columns: slice, metric: str, precision: str, encode):
+    """A function scoring `method` on the validation inputs over `columns`: -> (metric, loss)."""
+    targets_t = torch.as_tensor(targets).cpu()
+
+    def validate() -> tuple[float, float]:
+        logits = predict(method, _chunks(inputs, 256), encode, columns, precision)
+        return score(metric, logits, targets), float(loss_fn(logits, targets_t))
+
+    return validate
+
+
+def _train_epoch(method, data: TrainSet, batches, optim, scaler, dtype, encode) -> None:
+    """One optimizer step per batch of index tensors into `data`."""
+    device = data.inputs.device
+    for batch in batches:
+        idx = batch.to(device)
+        x = data.inputs[idx]
+        if encode is not None:
+            with torch.no_grad():
+                x = encode(x)
+        with _autocast(device, dtype):
+            loss = joint_loss(method.logits(x), data.targets[idx], data.task[idx], data)
+        optim.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
+        else:
+            loss.backward()
+            optim.step()
+
+
 def train(
     method,
     data: TrainSet,
@@ -279,13 +311,7 @@ def train(
     device = data.inputs.device
     dtype = autocast_dtype(recipe.precision, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    val_t = torch.as_tensor(val_targets, device=device)
-    val_columns = data.slots[0]
-
-    def validate() -> tuple[float, float]:
-        logits = predict(method, _chunks(val_inputs, 256), encode, val_columns, recipe.precision)
-        loss = float(loss_fn(logits, val_t.cpu()))
-        return score(metric, logits, val_targets), loss
+    validate = _validator(method, val_inputs, val_targets, data.slots[0], metric, recipe.precision, encode)
 
     best_val, best_loss = validate()
     best_state, best_epoch, history = copy.deepcopy(method.prompt_state()), -1, []
@@ -301,22 +327,7 @@ def train(
     for epoch, batches in enumerate(plan):
         for group in optim.param_groups:
             group["lr"] = lr_at(recipe, epoch, len(plan))
-        for batch in batches:
-            idx = batch.to(device)
-            x = data.inputs[idx]
-            if encode is not None:
-                with torch.no_grad():
-                    x = encode(x)
-            with _autocast(device, dtype):
-                loss = joint_loss(method.logits(x), data.targets[idx], data.task[idx], data)
-            optim.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optim)
-                scaler.update()
-            else:
-                loss.backward()
-                optim.step()
+        _train_epoch(method, data, batches, optim, scaler, dtype, encode)
         if (epoch + 1) % every and epoch + 1 < len(plan):
             continue
         val, val_loss = validate()

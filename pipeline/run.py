@@ -237,19 +237,26 @@ def training_set(cell: Cell, tasks, space: LabelSpace, inputs: _Inputs):
     return data, *val
 
 
-def run(cell: Cell, source_state=None, context: Context | None = None) -> CellResult:
-    """Run one cell. `source_state` (init mode): a prompt state, a path, or a list to average;
-    when absent the source's single cells are run first."""
-    from pipeline.clip import load_backbone
+@dataclass
+class _Prepared:
+    """What a cell runs with: its config and id, its tasks (the target first), the backbone, the
+    label space, the method (holding its source's prompt in init mode) and how it takes images."""
+
+    config: object
+    cid: str
+    target: object
+    tasks: list
+    backbone: object
+    space: LabelSpace
+    method: object
+    inputs: _Inputs
+
+
+def _prepare(cell: Cell, source_state, ctx: Context, device: torch.device) -> _Prepared:
+    from pipeline.backbones import load_backbone
     from pipeline.data import resolve_task
-    from pipeline.loop import pick_device, predict, score, train
     from pipeline.methods import build_method, method_config
 
-    ctx = context or _DEFAULT_CONTEXT
-    start = time.perf_counter()
-    device = pick_device(ctx.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     config = method_config(cell.method, cell.config)
     target = resolve_task(cell.target)  # bad task names fail before any model is built
     if cell.metric is not None:
@@ -270,25 +277,22 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
             source_state = [run(dep, context=ctx).prompt_state for dep in dependencies(cell)]
         method.load_prompt_state(_as_state(source_state))
     inputs = _Inputs.of(backbone, method, ctx)
+    return _Prepared(config, cid, target, tasks, backbone, space, method, inputs)
 
-    trained, n_train = None, 0
-    if cell.stage != "zeroshot":
-        data, val_x, val_y = training_set(cell, tasks, space, inputs)
-        n_train = len(data.inputs)
-        trained = train(
-            method, data, val_x, val_y, target.metric, cell.recipe, cell.seed, encode=inputs.encode
-        )
-        method.load_prompt_state(trained.state)
 
-    test_labels = target.data.labels("test")
+def _evaluate(cell: Cell, p: _Prepared, trained, n_train: int, start: float, device) -> CellResult:
+    """Score the method on the target's test split: the cell's result."""
+    from pipeline.loop import predict, score
+
+    test_labels = p.target.data.labels("test")
     logits = predict(
-        method, inputs.test_batches(target), inputs.encode, space.slots[0], cell.recipe.precision
+        p.method, p.inputs.test_batches(p.target), p.inputs.encode, p.space.slots[0], cell.recipe.precision
     )
     return CellResult(
-        **_named_by(cell, cid),
+        **_named_by(cell, p.cid),
         shots=cell.shots if trained else 0,
-        metric=target.metric,
-        value=score(target.metric, logits, test_labels),
+        metric=p.target.metric,
+        value=score(p.target.metric, logits, test_labels),
         val_value=trained.val_value if trained else float("nan"),
         n_train=n_train,
         n_test=len(test_labels),
@@ -302,6 +306,30 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
         error=None,
         code_version=code_version(),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        method_config=json.dumps(dataclasses.asdict(config), sort_keys=True),
-        prompt_state=trained.state if trained else method.prompt_state(),
+        method_config=json.dumps(dataclasses.asdict(p.config), sort_keys=True),
+        prompt_state=trained.state if trained else p.method.prompt_state(),
     )
+
+
+def run(cell: Cell, source_state=None, context: Context | None = None) -> CellResult:
+    """Run one cell. `source_state` (init mode): a prompt state, a path, or a list to average;
+    when absent the source's single cells are run first."""
+    from pipeline.loop import pick_device, train
+
+    ctx = context or _DEFAULT_CONTEXT
+    start = time.perf_counter()
+    device = pick_device(ctx.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    p = _prepare(cell, source_state, ctx, device)
+
+    trained, n_train = None, 0
+    if cell.stage != "zeroshot":
+        data, val_x, val_y = training_set(cell, p.tasks, p.space, p.inputs)
+        n_train = len(data.inputs)
+        trained = train(
+            p.method, data, val_x, val_y, p.target.metric, cell.recipe, cell.seed, encode=p.inputs.encode
+        )
+        p.method.load_prompt_state(trained.state)
+
+    return _evaluate(cell, p, trained, n_train, start, device)

@@ -51,7 +51,6 @@ def _json_safe(row: dict) -> dict:
 
 def cmd_cell(args) -> int:
     """Run one cell and print its result."""
-
     from pipeline.cell import make_cell
     from pipeline.methods import save_state
     from pipeline.recipe import Recipe
@@ -253,7 +252,10 @@ def _scheduling_flags(p) -> None:
     )
     p.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     p.add_argument("--cpus", type=int, help="CPUs for the local Ray instance (default: all)")
-    p.add_argument("--cache-dir", help="frozen-feature cache shared by the trials (default: $MVLPT_CACHE)")
+    p.add_argument(
+        "--cache-dir",
+        help="frozen-feature cache shared by the trials (default: features/ in the backbone cache)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -63,7 +63,7 @@ def stored_prompt_rows(store: Store) -> list[dict]:
 def write_embeddings(spec: StudySpec, store: Store, cache_dir: str | None, prompts: bool = True) -> int:
     """Compute and store the study's embeddings (prompts of the single cells stored so far when
     `prompts`) and, for the built-in suite, its designed similarities. -> rows written."""
-    from pipeline.clip import load_backbone
+    from pipeline.backbones import load_backbone
     from pipeline.data import resolve_task
     from pipeline.embed import image_rows, label_rows, table
     from pipeline.features import FeatureCache

@@ -138,7 +138,7 @@ def check_resources(resources: dict, address: str | None, num_cpus: int | None) 
 def weights_digest(backbone: str) -> str | None:
     """sha256 of the built-in backbone's checkpoint in this node's cache (trained now if absent);
     None for a backbone whose identity already names its weights (a tag, a file, the random test model)."""
-    from pipeline.clip import file_sha256, parse_backbone
+    from pipeline.backbones import file_sha256, parse_backbone
 
     if not parse_backbone(backbone).pretrained_here:
         return None
@@ -171,7 +171,7 @@ def record_weights(spec, store: Store) -> None:
 def check_weights(store: Store, backbone: str) -> None:
     """On a worker, before a cell's row is stored: the weights it was computed with must be those
     recorded in the study, else the row is refused as a 'weights mismatch'."""
-    from pipeline.clip import parse_backbone
+    from pipeline.backbones import parse_backbone
 
     if not parse_backbone(backbone).pretrained_here:
         return
@@ -179,7 +179,7 @@ def check_weights(store: Store, backbone: str) -> None:
     recorded = meta.get(WEIGHTS_KEY)
     if recorded is None:
         return
-    from pipeline.clip import file_sha256
+    from pipeline.backbones import file_sha256
     from pipeline.pretrain import checkpoint_path
 
     here = file_sha256(checkpoint_path())

@@ -39,38 +39,16 @@ def resolve_spec_path(name_or_path: str | None) -> Path:
     raise MvlptError(f"spec file not found: {name_or_path} (shipped specs: {', '.join(shipped_specs())})")
 
 
-def spec_input(spec: StudySpec) -> dict:
-    """The spec as the TOML document that would load back to it."""
-    data = {
-        "name": spec.name,
-        "backbone": spec.backbone,
-        "out": spec.out,
-        "tasks": {"suite": spec.suite} if spec.suite else list(spec.tasks),
-        "methods": {m: dict(cfg) for m, cfg in spec.methods},
-        "shots": list(spec.shots),
-        "seeds": list(spec.seeds),
-        "stages": list(spec.stages),
-        "modes": list(spec.modes),
-        "label_space": spec.label_space,
-        "joint_sampling": spec.joint_sampling,
-        "recipe": dict(spec.recipe),
-        "resources": dataclasses.asdict(spec.resources),
-    }
-    if spec.source_seeds:
-        data["source_seeds"] = list(spec.source_seeds)
-    if spec.noise.seeds:
-        data["noise"] = dataclasses.asdict(spec.noise) | {"seeds": list(spec.noise.seeds)}
-    return data
-
-
 def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
     """Command-line overrides (methods, tasks, seeds, shots, epochs, mode, name, out)."""
-    data = spec_input(spec)
+    data = spec.to_dict()
     if overrides.get("methods"):
+        from pipeline.methods import TUNED_METHODS
+
         unknown = [m for m in overrides["methods"] if m not in data["methods"]]
         configs = {m: data["methods"].get(m, {}) for m in overrides["methods"]}
-        if unknown and not all(m in ("coop", "vpt", "upt") for m in unknown):
-            raise MvlptError(f"--methods: unknown method '{unknown[0]}' (known: coop, vpt, upt)")
+        if unknown and not all(m in TUNED_METHODS for m in unknown):
+            raise MvlptError(f"--methods: unknown method '{unknown[0]}' (known: {', '.join(TUNED_METHODS)})")
         data["methods"] = configs
     if overrides.get("tasks"):
         data["tasks"] = list(overrides["tasks"])
@@ -88,7 +66,7 @@ def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
 
 
 def _identity(spec: StudySpec) -> dict:
-    data = spec_input(spec)
+    data = spec.to_dict()
     return {key: data[key] for key in IDENTITY_FIELDS}
 
 
@@ -154,7 +132,7 @@ def write_meta(
     meta.update(
         name=spec.name,
         protocol=IDENTITY_VERSION,
-        spec=spec_input(spec),
+        spec=spec.to_dict(),
         spec_hash=spec.digest(),
         identity=identity,
         updated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -231,7 +209,7 @@ def study_location(spec: StudySpec, folder: str | None = None) -> str:
 def plan_study(spec: StudySpec, folder: str | None = None) -> tuple[Store, Plan, str]:
     """Check the folder (by default the spec's) against the spec and plan the grid.
     -> (store, plan, backbone identity)."""
-    from pipeline.clip import backbone_identity, parse_backbone
+    from pipeline.backbones import backbone_identity, parse_backbone
     from study.grid import expand
     from study.guard import check_out
     from study.plan import build_plan

@@ -221,7 +221,8 @@ def run_plan(
     cache_dir: str | None = None,
     show_progress: bool = True,
 ) -> Counter:
-    """Run every cell of the plan that is not done, each once the cells it starts from are. -> status counts."""
+    """Run every cell of the plan that is not done, each once the cells it starts from are done.
+    -> status counts."""
     ray = start_ray(address, num_cpus)
     from ray import tune
 

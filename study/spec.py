@@ -15,7 +15,7 @@ from pipeline.errors import MvlptError
 from pipeline.recipe import Recipe
 
 STAGE_RANK = {stage: i for i, stage in enumerate(STAGES)}
-METHOD_NAMES = ("coop", "vpt", "upt")
+DEFAULT_MODES = ("joint",)
 RECIPE_KEYS = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in dataclasses.fields(Recipe)}
 
 
@@ -46,7 +46,7 @@ class StudySpec:
     shots: tuple[int, ...] = (5,)
     seeds: tuple[int, ...] = (0,)
     stages: tuple[str, ...] = STAGES
-    modes: tuple[str, ...] = ("joint",)
+    modes: tuple[str, ...] = DEFAULT_MODES
     source_seeds: tuple[int, ...] = ()
     label_space: str = LABEL_SPACES[0]  # joint mode's label space and sampling (pipeline.cell)
     joint_sampling: str = JOINT_SAMPLINGS[0]
@@ -56,15 +56,28 @@ class StudySpec:
     out: str = "results"
     suite: str | None = None  # the suite the task list came from, if any
 
-    @property
-    def folder(self) -> Path:
-        return Path(self.out) / self.name
-
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["methods"] = {m: dict(cfg) for m, cfg in self.methods}
-        d["recipe"] = dict(self.recipe)
-        return d
+        """The spec as the TOML document that would load back to it."""
+        data = {
+            "name": self.name,
+            "backbone": self.backbone,
+            "out": self.out,
+            "tasks": {"suite": self.suite} if self.suite else list(self.tasks),
+            "methods": {m: dict(cfg) for m, cfg in self.methods},
+            "shots": list(self.shots),
+            "seeds": list(self.seeds),
+            "stages": list(self.stages),
+            "modes": list(self.modes),
+            "label_space": self.label_space,
+            "joint_sampling": self.joint_sampling,
+            "recipe": dict(self.recipe),
+            "resources": dataclasses.asdict(self.resources),
+        }
+        if self.source_seeds:
+            data["source_seeds"] = list(self.source_seeds)
+        if self.noise.seeds:
+            data["noise"] = dataclasses.asdict(self.noise) | {"seeds": list(self.noise.seeds)}
+        return data
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -149,14 +162,14 @@ def _tasks(value, where: str) -> tuple[tuple[str, ...], str | None]:
 
 
 def _methods(value, where: str) -> tuple[tuple[str, tuple], ...]:
-    from pipeline.methods import method_config
+    from pipeline.methods import TUNED_METHODS, method_config
 
     if not isinstance(value, dict) or not value:
         _fail(where, "'methods' must be a table with one sub-table per method, e.g. [methods.coop]")
     out = []
     for name, cfg in value.items():
-        if name not in METHOD_NAMES:
-            _fail(where, f"unknown method '{name}' (known: {', '.join(METHOD_NAMES)})")
+        if name not in TUNED_METHODS:
+            _fail(where, f"unknown method '{name}' (known: {', '.join(TUNED_METHODS)})")
         if not isinstance(cfg, dict):
             _fail(where, f"[methods.{name}] must be a table")
         try:
@@ -168,8 +181,6 @@ def _methods(value, where: str) -> tuple[tuple[str, tuple], ...]:
 
 
 def _recipe(value, where: str) -> tuple[tuple[str, object], ...]:
-    from pipeline.recipe import Recipe
-
     if not isinstance(value, dict):
         _fail(where, "[recipe] must be a table")
     _check_keys(value, RECIPE_KEYS, where, "recipe")
@@ -247,7 +258,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         shots=_int_list(data.get("shots", [5]), where, "shots", 1),
         seeds=seeds,
         stages=_choices(data.get("stages", list(STAGES)), STAGES, where, "stages"),
-        modes=_choices(data.get("modes", ["joint"]), MODES, where, "modes"),
+        modes=_choices(data.get("modes", list(DEFAULT_MODES)), MODES, where, "modes"),
         source_seeds=_int_list(data["source_seeds"], where, "source_seeds", 0)
         if "source_seeds" in data
         else (),

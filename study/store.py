@@ -29,12 +29,13 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.errors import MvlptError
+from pipeline.errors import MvlptError, first_line
 
 log = logging.getLogger(__name__)
 
-# Every cell file has exactly this schema (SPEC 7), so any reader sees one table whatever row it
-# opens first: a failed cell has nulls where a finished one has numbers.
+# Every cell file has exactly this schema, so any reader sees one table whatever row it opens first:
+# a failed cell has nulls where a finished one has numbers. Its columns are the fields of
+# pipeline.run.CellResult's row plus `study` and `prompt_path`, which the study adds.
 SCHEMA = pa.schema(
     [
         ("study", pa.string()),
@@ -274,8 +275,7 @@ def _read_cell_file(fs: pafs.FileSystem, path: str, study: str | None) -> tuple[
     try:
         table = pq.read_table(path, filesystem=fs)
     except Exception as err:  # torn or foreign bytes: pyarrow raises ArrowInvalid, OSError and others
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return None, f"unreadable: {first}"
+        return None, f"unreadable: {first_line(err)}"
     lacking = [c for c in CELL_KEYS if c not in table.column_names]
     if lacking:
         return None, f"not a cell file: no column {', '.join(lacking)}"

@@ -62,14 +62,77 @@ def test_every_module_says_its_job():
             assert doc, f"{path} has no module docstring"
 
 
-def test_data_modules_import_no_cycle():
-    # top-level and function-level imports alike: a cycle hidden in a lazy import is still a cycle
-    package = ROOT / "pipeline" / "data"
-    names = {p.stem: f"pipeline.data.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
-    edges = {mod: _imports(package / f"{stem}.py") & set(names.values()) for stem, mod in names.items()}
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
-    def reaches(start: str, goal: str, seen: set) -> bool:
-        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in edges[start])
 
-    cycles = sorted(mod for mod in edges if reaches(mod, mod, set()))
-    assert not cycles, cycles
+def _imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
+    """Every project module `path` imports, at module level or inside a function: `from x import y`
+    counts as x.y where that is a module, else as x."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {m for m in found if m in known and m != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = {_module_name(p): p for package in ("pipeline", "study", "analysis") for p in _modules(package)}
+    return {name: _imported_modules(path, name, set(paths)) for name, path in paths.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of `graph` as the modules along it (the first one again at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_names_the_modules_along_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_module_imports_itself_through_others():
+    graph = import_graph()
+    assert "pipeline.backbones" in graph["pipeline.cell"]  # imports inside functions count
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_analysis_speaks_the_kernels_terms():
+    """analysis reads result tables without importing the kernel, so it keeps its own copy of the
+    terms it orders and prints by; this holds each copy equal to the kernel's."""
+    from analysis import assemble, load
+    from pipeline.cell import STAGES
+    from pipeline.errors import first_line
+    from pipeline.methods import METHODS
+
+    assert (STAGES, tuple(METHODS)) == (assemble.STAGES, assemble.METHOD_ORDER)
+    for err in (ValueError("bad\nmore"), OSError(), KeyError("  "), RuntimeError("  one line  ")):
+        assert load.first_line(err) == first_line(err)

@@ -51,7 +51,7 @@ class Task:
         return self.identity_key or self.name
 
 
-# The ELEVATER roster (SPEC 2): name -> (metric, number of classes). Data come from an image folder
+# The ELEVATER roster (the paper's 20 tasks): name -> (metric, number of classes). Data come from a folder
 # under the data root, or from torchvision (no download) where torchvision ships the dataset.
 ELEVATER = {
     "caltech-101": ("mean_per_class", 102),

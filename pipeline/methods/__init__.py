@@ -44,6 +44,8 @@ METHODS = {
     "vpt": (VPTConfig, VPT),
     "upt": (UPTConfig, UPT),
 }
+# the methods a study tunes ([methods.NAME] in a spec); zero-shot is the study's own stage
+TUNED_METHODS = tuple(name for name in METHODS if name != "zeroshot")
 
 
 def _check_method(name: str) -> None:
@@ -86,7 +88,7 @@ def method_config(name: str, values: Mapping | None = None):
 def build_method(name: str, backbone, classnames, config=None, seed: int = 0) -> PromptMethod:
     """The method `name` for these classes, its prompt initialised from `seed`."""
     _check_method(name)
-    schema, impl = METHODS[name]
+    impl = METHODS[name][1]
     if config is None or isinstance(config, Mapping):
         config = method_config(name, config)
     generator = torch.Generator().manual_seed(seed)
@@ -95,6 +97,7 @@ def build_method(name: str, backbone, classnames, config=None, seed: int = 0) ->
 
 __all__ = [
     "METHODS",
+    "TUNED_METHODS",
     "PromptMethod",
     "average_states",
     "build_method",

@@ -44,7 +44,7 @@ class UPT(nn.Module):
     def __init__(self, backbone: Backbone, classnames, config: UPTConfig, generator: torch.Generator):
         super().__init__()
         if not backbone.is_vit:
-            raise MvlptError(f"upt needs a ViT image tower; backbone '{backbone.spec.name}' has none")
+            raise MvlptError(f"upt needs a ViT image tower; backbone '{backbone.name}' has none")
         if config.variant not in VARIANTS:
             raise MvlptError(f"upt: unknown variant '{config.variant}' (known: {', '.join(VARIANTS)})")
         if min(config.n_text, config.n_visual, config.width, config.layers, config.heads) < 1:

@@ -33,7 +33,7 @@ class VPT(nn.Module):
     def __init__(self, backbone: Backbone, classnames, config: VPTConfig, generator: torch.Generator):
         super().__init__()
         if not backbone.is_vit:
-            raise MvlptError(f"vpt needs a ViT image tower; backbone '{backbone.spec.name}' has none")
+            raise MvlptError(f"vpt needs a ViT image tower; backbone '{backbone.name}' has none")
         if config.n_tokens < 1:
             raise MvlptError(f"vpt: n_tokens must be at least 1, got {config.n_tokens}")
         self.backbone = backbone

@@ -1,14 +1,13 @@
-"""Best source per target, the correlation table and the method-by-method summary."""
+"""Best source per target and the method-by-method summary."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
-from tables import embedded_similarity, row, table
+from tables import row, table
 
 from analysis.gains import gain_summary, seed_gains, single_values, zeroshot_values
-from analysis.summary import best_sources, correlation_table, method_summary
+from analysis.summary import best_sources, method_summary
 
 TASKS = ["A", "B", "C"]
 # transfer value of (source, target); singles are 0.5 everywhere, so gain = 100 * (value - 0.5)
@@ -49,34 +48,33 @@ def test_best_source_is_off_diagonal_and_a_target_with_no_gains_has_none():
 def test_method_summary_counts_positive_and_missing_pairs_and_keeps_single_only_methods():
     c = cells(drop={("C", "A")})
     summary = gain_summary(seed_gains(c))
-    sims = {"visual": pd.DataFrame(embedded_similarity(3, 0), index=TASKS, columns=TASKS)}
-    corr = correlation_table(summary, sims, n_boot=50, seed=0)
-    assert set(corr["kind"]) == {"gain", "residual"} and len(corr) == 4
+    corr = pd.DataFrame(  # the report's correlations: per setting, similarity and kind
+        {
+            "method": ["coop", "coop", "vpt"],
+            "mode": "joint",
+            "shots": 4,
+            "similarity": "visual",
+            "kind": ["gain", "residual", "gain"],
+            "estimate": [0.4, 0.9, -0.2],
+            "lo": [0.1, 0.5, -0.6],
+            "hi": [0.7, 1.0, 0.3],
+        }
+    )
     table_ = method_summary(summary, single_values(c), zeroshot_values(c), corr).set_index("method")
     coop = table_.loc["coop"]
     assert coop["mean_single_pts"] == pytest.approx(50.0) and coop["mean_zeroshot_pts"] == pytest.approx(30.0)
     assert coop["n_pairs"] == 5 and coop["n_missing_pairs"] == 1
     assert coop["mean_gain_pts"] == pytest.approx((2 + 6 - 3 + 10 + 1) / 5)
     assert coop["share_positive"] == pytest.approx(4 / 5)
-    assert "rho_visual" in table_.columns and np.isfinite(coop["rho_visual"])
+    assert (coop["rho_visual"], coop["rho_visual_lo"], coop["rho_visual_hi"]) == (0.4, 0.1, 0.7)
+    assert table_.loc["vpt", "rho_visual"] == -0.2 and pd.isna(table_.loc["upt", "rho_visual"])
     assert table_.loc["upt", "mean_single_pts"] == pytest.approx(70.0) and pd.isna(table_.loc["upt", "mode"])
-
-
-def test_correlation_table_takes_a_similarity_per_method():
-    c = cells()
-    summary = gain_summary(seed_gains(c))
-    prompt = {"coop": pd.DataFrame(embedded_similarity(3, 1), index=TASKS, columns=TASKS)}
-    corr = correlation_table(summary, {"prompt": prompt}, n_boot=20, residual=False)
-    assert list(corr["method"]) == ["coop"] and list(corr["kind"]) == ["gain"]
-    assert corr["n_pairs"].iloc[0] == 6
 
 
 def test_a_study_with_only_single_runs_summarises_without_inventing_gains():
     c = table([row("single", "coop", t, 0.5 + 0.1 * k) for k, t in enumerate(TASKS)])
     summary = gain_summary(seed_gains(c))
     assert summary.empty and best_sources(summary).empty
-    corr = correlation_table(summary, {"visual": pd.DataFrame(np.eye(3), index=TASKS, columns=TASKS)})
-    assert corr.empty
-    out = method_summary(summary, single_values(c), zeroshot_values(c), corr)
+    out = method_summary(summary, single_values(c), zeroshot_values(c))
     assert len(out) == 1 and out.iloc[0]["mean_single_pts"] == pytest.approx(60.0)
     assert pd.isna(out.iloc[0]["mean_gain_pts"]) and pd.isna(out.iloc[0]["share_positive"])

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from pipeline.clip import load_backbone, parse_backbone
+from pipeline.backbones import load_backbone, parse_backbone
 from pipeline.errors import MvlptError
 from pipeline.methods import build_method
 
@@ -76,7 +76,7 @@ def test_pretrained_tag_resolves_through_open_clip_cache(tmp_path):
     script = textwrap.dedent(
         """
         import json, sys
-        from pipeline.clip import load_backbone
+        from pipeline.backbones import load_backbone
         bb = load_backbone("ViT-B-32-quickgelu:openai")
         print(json.dumps([bb.identity, bb.model.visual.proj[:2, :3].tolist()]))
         """

@@ -11,7 +11,7 @@ from pipeline.data import few_shot, resolve_task
 from pipeline.data.sampler import val_shots
 from pipeline.data.sources import ImageFolderSource
 from pipeline.errors import MvlptError
-from tests.conftest import write_folder
+from tests.toy_data import write_folder
 
 LABELS = np.repeat(np.arange(4), 30)  # 4 classes x 30 images
 NAMES = ["a", "b", "c", "d"]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.clip as clip
+import pipeline.backbones as backbones
 from pipeline.errors import MvlptError
-from tests.conftest import write_folder
 from tests.pipeline.test_image_folders import _multilabel
+from tests.toy_data import write_folder
 
 
 @pytest.mark.parametrize("name", ["default", "elevater"])
@@ -25,7 +25,7 @@ def test_every_shipped_spec_builds_its_backbone_with_the_activation_its_weights_
     from study.launch import resolve_spec_path
     from study.spec import load_spec
 
-    spec = clip.parse_backbone(load_spec(resolve_spec_path(name)).backbone)
+    spec = backbones.parse_backbone(load_spec(resolve_spec_path(name)).backbone)
     config = open_clip.get_model_config(spec.arch) or {}
     tag = (
         open_clip.get_pretrained_cfg(spec.arch, spec.weights)
@@ -33,7 +33,7 @@ def test_every_shipped_spec_builds_its_backbone_with_the_activation_its_weights_
         else {}
     )
     trained_quick = bool((tag or {}).get("quick_gelu") or config.get("quick_gelu"))
-    assert bool(clip.effective_config(spec).get("quick_gelu")) == trained_quick
+    assert bool(backbones.effective_config(spec).get("quick_gelu")) == trained_quick
     if not tag:
         return  # weights made here with the config's own activation (the built-in backbone)
     # the tag's own download is replaced by a random init of the same build call, offline
@@ -45,14 +45,14 @@ def test_every_shipped_spec_builds_its_backbone_with_the_activation_its_weights_
         return real(arch, pretrained=None, **kw)
 
     monkeypatch.setattr(open_clip, "create_model", create_model)
-    monkeypatch.setattr(clip, "_LOADED", {})
-    backbone = clip.load_backbone(spec.name)
+    monkeypatch.setattr(backbones, "_LOADED", {})
+    backbone = backbones.load_backbone(spec.name)
     assert calls == [(spec.arch, spec.weights, trained_quick)]
     block = backbone.model.visual.transformer.resblocks[0]
     assert type(block.mlp.gelu).__name__ == ("QuickGELU" if trained_quick else "GELU")
     # and the identity says so: the plain config's would name another model
-    monkeypatch.setattr(clip, "trained_with_quick_gelu", lambda s: False)
-    assert clip.backbone_identity(spec) != backbone.identity
+    monkeypatch.setattr(backbones, "trained_with_quick_gelu", lambda s: False)
+    assert backbones.backbone_identity(spec) != backbone.identity
 
 
 def test_an_elevater_folder_task_is_identified_by_its_data(tmp_path, monkeypatch):
@@ -162,12 +162,12 @@ def test_a_junk_builtin_checkpoint_is_one_line_with_its_path_and_the_fix(tmp_pat
     from pipeline.pretrain import checkpoint_path
 
     monkeypatch.setenv("MVLPT_CACHE", str(tmp_path))
-    monkeypatch.setattr(clip, "_LOADED", {})
+    monkeypatch.setattr(backbones, "_LOADED", {})
     path = checkpoint_path()
     path.write_bytes(b"this is not a checkpoint")
     with pytest.raises(MvlptError, match=f"cached built-in backbone {path} is damaged .*mvlpt pretrain"):
-        clip.load_backbone("builtin")
+        backbones.load_backbone("builtin")
     torch.save({"visual.proj": torch.zeros(64, 32)}, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
     with pytest.raises(MvlptError, match=f"cached built-in backbone {path} is damaged"):
-        clip.load_backbone("builtin")
+        backbones.load_backbone("builtin")

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.data.sources import ImageFolderSource
 from pipeline.errors import MvlptError
-from tests.conftest import write_folder
+from tests.toy_data import write_folder
 
 
 def test_a_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):

@@ -172,7 +172,7 @@ PINNED_IDS = {
 
 def test_tasks_with_the_same_class_names_keep_distinct_slots(toy_tasks):
     from pipeline.data import resolve_task
-    from tests.conftest import colour_task
+    from tests.toy_data import colour_task
 
     twin = colour_task("toy-three-twin", ["apple", "boat", "cloud"], seed=5)  # toy-three's names
     space = LabelSpace.of([resolve_task("toy-three"), twin])

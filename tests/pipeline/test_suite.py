@@ -126,7 +126,7 @@ def test_word_overlap_splits_into_aligned_and_crossed_words():
 
 
 def test_pretrained_checkpoint_is_cached_and_loadable(tmp_path):
-    from pipeline.clip import load_backbone
+    from pipeline.backbones import load_backbone
     from pipeline.pretrain import PretrainRecipe, pretrained_checkpoint
 
     recipe = PretrainRecipe(steps=2, batch_size=8, group_size=4, warmup_steps=1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import write_folder
+from tests.toy_data import write_folder
 
 SPEC = """
 name = "faults"

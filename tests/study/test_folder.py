@@ -269,7 +269,7 @@ def test_bad_names_are_one_line(capsys, tmp_path, monkeypatch, flag, value, mess
 
 
 def test_a_folder_task_with_a_trailing_slash_is_the_same_task(capsys, tmp_path, monkeypatch):
-    from tests.conftest import write_folder
+    from tests.toy_data import write_folder
 
     write_folder(tmp_path / "p")
     monkeypatch.chdir(tmp_path)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
@@ -85,6 +87,14 @@ def test_spec_rejects_bad_keys_and_values_in_one_line(change, message):
         spec_from_dict({**SMALL, **change}, where="spec x.toml")
     assert message in str(err.value) and str(err.value).startswith("spec x.toml: ")
     assert "\n" not in str(err.value)
+
+
+def test_a_spec_as_a_document_loads_back_to_itself(toy_tasks):
+    spec = spec_from_dict({**SMALL, "source_seeds": [0, 1], "noise": {"seeds": [7], "pairs": 2, "draw": 1}})
+    assert spec_from_dict(spec.to_dict()) == spec
+    assert spec_from_dict(load_spec("study/specs/default.toml").to_dict()) == load_spec(
+        "study/specs/default.toml"
+    )
 
 
 def test_spec_file_errors(tmp_path):
@@ -315,6 +325,13 @@ def test_a_result_row_has_exactly_the_store_columns():
     cell = make_cell("coop", "t", source="s", mode="joint")
     row = CellResult.failed(cell, "abc", "ValueError: boom").row()
     assert set(row) | {"study", "prompt_path"} == set(SCHEMA.names)
+    # and each field's type is its column's
+    arrow = {str: pa.string(), int: pa.int64(), float: pa.float64()}
+    hints = typing.get_type_hints(CellResult)
+    for f in dataclasses.fields(CellResult):
+        if f.name != "prompt_state":
+            kind = next(t for t in (*typing.get_args(hints[f.name]), hints[f.name]) if t in arrow)
+            assert SCHEMA.field(f.name).type == arrow[kind], f.name
     assert (
         row["status"] == "failed" and row["error"] == "ValueError: boom" and row["label_space"] == "per_task"
     )

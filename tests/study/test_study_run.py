@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import write_folder
+from tests.toy_data import write_folder
 
 SPEC = """
 name = "small"

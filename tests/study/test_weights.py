@@ -20,7 +20,7 @@ def _spec():
 
 
 def test_launch_records_the_weights_and_refuses_other_ones(tmp_path):
-    from pipeline.clip import file_sha256
+    from pipeline.backbones import file_sha256
     from pipeline.pretrain import pretrained_checkpoint
     from study.guard import WEIGHTS_KEY, record_weights
 
