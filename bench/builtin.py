@@ -66,9 +66,25 @@ def _value(text: str):
         return text
 
 
+def _backbones():
+    """The module that resolves and loads backbone names (an older revision kept it in clip.py)."""
+    try:
+        from pipeline import backbones
+    except ImportError:
+        from pipeline import clip as backbones
+    return backbones
+
+
+def _labels(task, split: str):
+    """A task's labels through its data adapter (an older revision named it `source`)."""
+    data = task.data if hasattr(task, "data") else task.source
+    return data.labels(split)
+
+
 def section_pretrain(args) -> str:
-    from pipeline import backbones
     from pipeline.pretrain import pretrained_checkpoint
+
+    backbones = _backbones()
 
     if args.fresh:
         folder = tempfile.mkdtemp(prefix="mvlpt-bench-")
@@ -106,12 +122,12 @@ def section_zeroshot(backbone: str) -> dict[str, float]:
         f"{'chance':>6s} {'x chance':>8s}"
     )
     values = {}
-    for name, spec in SUITE.items():
-        resolve_task(name)
+    for name in SUITE:
+        task = resolve_task(name)
         values[name] = run(make_cell("zeroshot", name, backbone=backbone)).value
         ch = chance(name)
         print(
-            f"{name:20s} {len(spec.classnames):7d} {spec.metric:>14s} {values[name]:6.3f} {ch:6.3f} "
+            f"{name:20s} {len(task.classnames):7d} {task.metric:>14s} {values[name]:6.3f} {ch:6.3f} "
             f"{values[name] / ch:8.2f}"
         )
     v = np.array(list(values.values()))
@@ -128,14 +144,13 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.backbones import load_backbone
     from pipeline.data import few_shot
     from pipeline.data.suite import SUITE
     from pipeline.data.tasks import resolve_task
     from pipeline.features import FeatureCache
     from pipeline.loop import loss_fn, score
 
-    bb, cache = load_backbone(backbone), FeatureCache()
+    bb, cache = _backbones().load_backbone(backbone), FeatureCache()
     print(
         f"\n## linear probe on the frozen image features, {args.shots} shots, seed 0 "
         "(the features' ceiling)\n"
@@ -144,10 +159,10 @@ def section_probe(backbone: str, zs: dict[str, float], args) -> None:
     gains = []
     for name in SUITE:
         task = resolve_task(name)
-        labels = task.data.labels("train")
+        labels = _labels(task, "train")
         sample = few_shot(labels, task.classnames, args.shots, 0, name)
         x = F.normalize(cache.features(bb, task, "train", sample.train), dim=-1)
-        test = task.data.labels("test")
+        test = _labels(task, "test")
         x_test = F.normalize(cache.features(bb, task, "test", np.arange(len(test))), dim=-1)
         y = torch.as_tensor(labels[sample.train])
         torch.manual_seed(0)
