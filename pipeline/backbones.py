@@ -4,6 +4,7 @@ loading it once per process (open_clip itself is reached through pipeline.clip o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -57,7 +58,17 @@ class BackboneSpec:
 
 
 def parse_backbone(name: str) -> BackboneSpec:
-    """Resolve 'tiny', 'tiny:PATH', 'ARCH:TAG' or 'ARCH:PATH' (open_clip names), or fail in one line."""
+    """Resolve 'tiny', 'tiny:PATH', 'ARCH:TAG' or 'ARCH:PATH' (open_clip names), or fail in one line.
+    Memoised per name: planning asks for every cell's backbone, thousands of times per study."""
+    if name not in _PARSED:
+        _PARSED[name] = _parse(name)
+    return _PARSED[name]
+
+
+_PARSED: dict[str, BackboneSpec] = {}
+
+
+def _parse(name: str) -> BackboneSpec:
     arch, _, weights = name.partition(":")
     weights = weights or None
     shipped = arch in SHIPPED
@@ -104,10 +115,16 @@ def effective_config(spec: BackboneSpec) -> dict:
     return cfg
 
 
+@functools.lru_cache(maxsize=64)
+def _config_text(spec: BackboneSpec) -> str:
+    """The effective config as canonical JSON, once per backbone (open_clip copies it on every ask)."""
+    return json.dumps(effective_config(spec), sort_keys=True)
+
+
 def backbone_identity(spec: BackboneSpec) -> str:
     """What determines the backbone's weights: effective config (activation included) plus the tag
     or the file's hash."""
-    cfg = json.dumps(effective_config(spec), sort_keys=True)
+    cfg = _config_text(spec)
     if spec.pretrained_here:
         source = "pretrain:" + checkpoint_key()  # no training needed to know the identity
     elif spec.weights is None:

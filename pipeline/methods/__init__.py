@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Iterator, Mapping
 from typing import Protocol
@@ -71,12 +72,18 @@ def _coerce(value, annotation, key: str, method: str):
     raise MvlptError(f"{method} config '{key}': bad value {value!r} (expected {annotation})")
 
 
+@functools.cache
+def _hints(schema: type) -> dict:
+    """A config schema's field types, resolved once (each cell's identity asks for its config)."""
+    return typing.get_type_hints(schema)
+
+
 def method_config(name: str, values: Mapping | None = None):
     """A method's frozen config from plain values; an unknown key or a bad value is named."""
     _check_method(name)
     schema = METHODS[name][0]
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     clean = {}
     for key, value in (values or {}).items():
         if key not in fields:
