@@ -380,5 +380,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def console() -> None:
+    """The `mvlpt` command. After a study ran, the interpreter's own teardown of torch, Ray and
+    gRPC objects takes seconds and writes nothing (every cell is on disk, fsynced, by then): the
+    exit handlers run (Ray's shutdown, the folder lock's release, logging), then the process ends."""
+    code = main()
+    if "ray" in sys.modules:
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
