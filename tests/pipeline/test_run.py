@@ -18,38 +18,43 @@ from pipeline.run import LabelSpace, run
 RECIPE = Recipe(epochs=3, lr=0.05, warmup_epochs=1)
 
 
-@pytest.mark.parametrize("method", ["coop", "upt"])
-def test_same_cell_same_number_in_process_and_in_a_new_process(method, image_folder):
-    cell = make_cell(method, str(image_folder), shots=2, seed=0, recipe=RECIPE)
-    first, second = run(cell), run(cell)
-    assert first.value == second.value and first.val_value == second.val_value
-    assert first.cell_id == second.cell_id
-    for key, tensor in first.prompt_state["tensors"].items():
-        assert (tensor == second.prompt_state["tensors"][key]).all()
-    cmd = [
-        sys.executable,
-        "-m",
-        "study.cli",
-        "cell",
-        "--method",
-        method,
-        "--target",
-        str(image_folder),
-        "--shots",
-        "2",
-        "--seed",
-        "0",
-        "--epochs",
-        "3",
-        "--lr",
-        "0.05",
-        "--json",
-    ]
-    out = subprocess.run(cmd + ["--backbone", "tiny"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    row = json.loads(out.stdout)
-    assert row["cell_id"] == first.cell_id
-    assert row["value"] == first.value  # to the last digit
+def test_same_cell_same_number_in_process_and_in_a_new_process(image_folder):
+    methods = ("coop", "upt")
+    # the new processes (one per method, at once) start while this one runs the cells twice
+    procs = {
+        m: subprocess.Popen(
+            [sys.executable, "-m", "study.cli", "cell", "--method", m, "--target", str(image_folder)]
+            + [
+                "--shots",
+                "2",
+                "--seed",
+                "0",
+                "--epochs",
+                "3",
+                "--lr",
+                "0.05",
+                "--json",
+                "--backbone",
+                "tiny",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in methods
+    }
+    for method in methods:
+        cell = make_cell(method, str(image_folder), shots=2, seed=0, recipe=RECIPE)
+        first, second = run(cell), run(cell)
+        assert first.value == second.value and first.val_value == second.val_value
+        assert first.cell_id == second.cell_id
+        for key, tensor in first.prompt_state["tensors"].items():
+            assert (tensor == second.prompt_state["tensors"][key]).all()
+        out, err = procs[method].communicate(timeout=120)
+        assert procs[method].returncode == 0, err
+        row = json.loads(out)
+        assert row["cell_id"] == first.cell_id
+        assert row["value"] == first.value  # to the last digit
 
 
 def test_identity_tracks_every_input(toy_tasks):

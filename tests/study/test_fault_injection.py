@@ -1,7 +1,7 @@
 """SIGKILL a study at random moments, resume it each time: it ends as the uninterrupted run does.
 
-The study has a single stage and an init stage whose cells start from the stored source prompts,
-averaged over two seeds; one kill lands inside the init stage on purpose. Slow (a dozen launches of
+The study has single cells and init cells that start from the stored source prompts, averaged over
+two seeds; one kill lands on purpose once the first init cell is stored. Slow (a dozen launches of
 Ray): `pytest -m "not slow"` leaves it out.
 """
 
@@ -86,7 +86,7 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_
     proc = _launch(spec, tmp_path / "killed", cache)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(folder.glob("*.parquet"))) < N_SINGLE + 1:
-        time.sleep(0.1)
+        time.sleep(0.005)  # a transfer cell starts as soon as its source's cells are stored
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = _cells(folder)
