@@ -1,4 +1,6 @@
-"""A small study end to end on Ray: resume after kill -9, failures, two nodes, status mid-run.
+"""A small study end to end on Ray: one local run (loopback only, RAY_ADDRESS ignored, embeddings
+written), the same study on a two-node cluster, an unreachable cluster. Failures, kill -9 and
+resume are tested in test_fault_injection.py.
 
 The spec is 2 methods x 2 tasks x 2 seeds, init and joint transfer (diagonal included, init cells
 starting from the source prompt averaged over both seeds): 42 cells on the tiny backbone, tasks as
@@ -127,69 +129,6 @@ def test_finished_study_holds_the_embeddings_of_its_tasks_and_prompts(reference)
     )
     assert prompts.groupby("method").vector.apply(lambda v: v.map(len).nunique()).eq(1).all()
     assert not (reference.attrs["folder"] / DESIGNED).exists()  # not the built-in suite
-
-
-def _swap_bytes_keep_stat(path: Path, data: bytes) -> None:
-    """Replace a file's bytes by others of the same length, keeping its mtime: the task's
-    fingerprint (and so every cell id) stays the same, as for a transient read failure."""
-    st = path.stat()
-    assert len(data) == st.st_size
-    path.write_bytes(data)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def test_an_init_study_records_failures_retries_them_and_starts_from_averaged_source_prompts(tmp_path):
-    from pipeline.cell import Cell
-    from pipeline.recipe import Recipe
-    from pipeline.run import run
-    from study.store import Store
-
-    good = str(write_folder(tmp_path / "good", ("x", "y"), n_train=3, n_test=2))
-    broken = write_folder(tmp_path / "broken", ("a", "b"), n_train=3, n_test=2)
-    image = broken / "test" / "a" / "0.png"
-    original = image.read_bytes()
-    _swap_bytes_keep_stat(image, b"\0" * len(original))
-    spec = tmp_path / "f.toml"
-    spec.write_text(
-        f'name = "f"\nbackbone = "tiny"\ntasks = ["{good}", "{broken}"]\nshots = [2]\nseeds = [0, 1]\n'
-        'modes = ["init"]\nsource_seeds = [0, 1]\n'
-        "[methods.coop]\nn_ctx = 2\n[recipe]\nepochs = 1\nlr = 0.05\n"
-    )
-    first = _cli("run", str(spec), "--out", ".", "--quiet", "--cpus", "2", cwd=tmp_path)  # a relative --out
-    assert first.returncode == 1
-    table = _table(tmp_path / "f")
-    assert len(table) == 2 + 4 + 8  # zero-shot, single and init cells, failed ones included
-    failed = table[table.status == "failed"]
-    # every cell scored on the broken task's test images fails, and so does every init cell whose
-    # source prompts could not be learned; each is one row with its error
-    assert set(failed.target) == {str(broken)} | set(failed[failed.source == str(broken)].target)
-    assert "corrupt image file" in failed[failed.stage == "single"].error.iloc[0]
-    assert f"{len(failed)} cells failed or did not run" in first.stderr
-    _swap_bytes_keep_stat(image, original)  # the cause goes away: the next resume retries the cells
-    second = _cli("resume", str(tmp_path / "f"), "--quiet", "--cpus", "2")
-    assert second.returncode == 0, second.stderr[-2000:]
-    final = _table(tmp_path / "f")
-    assert list(final.index) == list(table.index) and set(final.status) == {"ok"}  # one row a cell
-    assert (final.loc[failed.index, "created_at"] > failed.created_at).all()
-    assert set(final[final.stage == "transfer"]["mode"]) == {"init"}
-    # a stored init cell is what run() gives from the source's two stored prompts, averaged
-    row = final[(final.stage == "transfer") & (final.source == good) & (final.target == str(broken))].iloc[0]
-    singles = final[(final.stage == "single") & (final.target == good)].sort_values("seed")
-    cell = Cell(
-        method="coop",
-        target=str(broken),
-        stage="transfer",
-        mode="init",
-        source=good,
-        shots=2,
-        seed=int(row.seed),
-        recipe=Recipe(epochs=1, lr=0.05),
-        method_config=(("n_ctx", 2),),
-        source_seeds=(0, 1),
-    )
-    store = Store(tmp_path / "f")
-    again = run(cell, source_state=[store.load_prompt(i) for i in singles.index])
-    assert again.cell_id == row.name and again.value == row.value
 
 
 def test_two_node_cluster_gives_the_same_results(study_spec, reference, tmp_path):
