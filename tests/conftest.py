@@ -17,6 +17,12 @@ import pytest  # noqa: E402
 from tests.toy_data import colour_task, write_folder  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first: with two test processes, the longest one starts at once
+    instead of after everything else, and the rest runs beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def toy_tasks():
     """Two tasks with different label spaces: 5 classes and 3 classes."""

@@ -50,7 +50,8 @@ N_FAILED = 2 + 3 * 2
 
 def _launch(spec: Path, out: str, cache: Path, *, cwd: Path | None = None, resume: bool = False):
     args = ["resume", out] if resume else ["run", str(spec), "--out", out]
-    cmd = [sys.executable, "-m", "study.cli", *args, "--quiet", "--cpus", "2"]
+    # one trial slot: the cells are tiny, and one worker process starts faster than two
+    cmd = [sys.executable, "-m", "study.cli", *args, "--quiet", "--cpus", "1"]
     env = {**os.environ, "MVLPT_CACHE": str(cache)}
     return subprocess.Popen(
         cmd,

@@ -81,7 +81,7 @@ def reference(study_spec, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     env = {**os.environ, "MVLPT_CACHE": str(out / "cache"), "RAY_ADDRESS": RAY_ADDRESS}
     cmd = [sys.executable, "-m", "study.cli", "run", str(study_spec), "--out", str(out), "--quiet"]
-    done, listening = run_watching_sockets([*cmd, "--cpus", "2"], env)
+    done, listening = run_watching_sockets([*cmd, "--cpus", "1"], env)  # one trial worker: small cells
     assert done.returncode == 0, done.stderr[-2000:]
     table = _table(out / "small")
     table.attrs.update(folder=out / "small", run=done, listening=listening)
