@@ -156,7 +156,8 @@ def test_a_broken_file_then_sigkill_at_random_moments_ends_as_an_uninterrupted_r
         time.sleep(0.1)
     _status_answers_without_torch_or_ray(tmp_path / "reference" / "faults")
     assert ref.wait(timeout=300) == 0, ref.stderr.read()[-2000:]
-    # the reference ran beside the first launch: a launch alone takes about two thirds of this
+    # a launch's duration, from which the kill moments are drawn: the reference ran beside the
+    # first launch, and a launch alone takes about two thirds of that
     duration = (time.monotonic() - start) * 2 / 3
     reference = _cells(tmp_path / "reference" / "faults")
     failed = _first_launch_records_the_failures(first, folder)
@@ -164,14 +165,18 @@ def test_a_broken_file_then_sigkill_at_random_moments_ends_as_an_uninterrupted_r
     _swap_bytes_keep_stat(image, original)  # the cause goes away: the next launches retry the cells
     spec = tmp_path / "data.toml"
     _kill_once_an_init_cell_is_stored_again(spec, killed, cache, folder)
-    rng = random.Random(15)
-    for _ in range(KILLS - 1):
+    rng, kills = random.Random(15), 1
+    while kills < KILLS:
         proc = _launch(spec, ".", cache, cwd=killed)
+        began = time.monotonic()
         try:
-            proc.wait(timeout=rng.uniform(0.1, 1.0) * duration)
+            proc.wait(timeout=rng.uniform(0.1, 0.9) * duration)
+            # it ended first: the launch is shorter now (less left to run); so are the next moments
+            duration = time.monotonic() - began
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver, Ray and its workers, wherever they are
             proc.wait()
+            kills += 1
         _cells(folder)  # readable as one table after every kill
     done = _launch(spec, str(folder), cache, resume=True)
     assert done.wait(timeout=300) == 0, done.stderr.read()[-2000:]
