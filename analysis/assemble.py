@@ -40,8 +40,8 @@ from analysis.relate import similarity_correlations
 from analysis.similarity import label_best_match, label_similarity, prompt_similarity, visual_similarity
 from analysis.stats import partial_correlations, regress
 from analysis.summary import best_sources, method_summary
+from pipeline.cell import STAGES  # the kernel's terms, from a module that needs neither torch nor numpy
 
-STAGES = ("zeroshot", "single", "transfer")
 METHOD_ORDER = ("zeroshot", "coop", "vpt", "upt")
 # similarity key -> (name in text, axis label); the order is the order of tables and panels
 SIMILARITIES = {

@@ -22,6 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import first_line  # the kernel's one-line error text; torch-free
+
 log = logging.getLogger(__name__)
 
 STUDY_JSON = "_study.json"
@@ -76,13 +78,6 @@ class StudyTables:
             return str(spec["backbone"])
         found = sorted(self.cells["backbone"].dropna().unique()) if "backbone" in self.cells else []
         return ", ".join(map(str, found)) or None
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an error's message, or its type's name when it has none (the kernel's
-    pipeline.errors.first_line, which analysis does not import; a test holds the two equal)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _read_parquet(path: Path, required: tuple[str, ...]) -> tuple[pa.Table | None, str | None]:
