@@ -146,3 +146,19 @@ def test_analysis_lists_methods_in_the_registrys_order():
     from pipeline.methods import METHODS
 
     assert tuple(METHODS) == assemble.METHOD_ORDER
+
+
+# declarative tables, read as data: the command-line parser
+LONG_TABLES = {"study/cli.py:build_parser"}
+
+
+def test_no_function_of_the_kernel_or_the_study_is_over_60_lines():
+    long = []
+    for package in ("pipeline", "study"):
+        for path in _modules(package):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    where = f"{path.relative_to(ROOT).as_posix()}:{node.name}"
+                    if node.end_lineno - node.lineno + 1 > 60 and where not in LONG_TABLES:
+                        long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
