@@ -41,7 +41,8 @@ gpu = 0.25
 """
 N_CELLS = 2 + 2 * 2 * 2 + 2 * 4 * 2 * 2
 N_BEFORE_TRANSFER = 2 + 2 * 2 * 2
-pytestmark = pytest.mark.slow
+# one test process runs the module: its tests share the reference study
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("study_run")]
 
 
 @pytest.fixture(scope="module")
