@@ -57,18 +57,10 @@ class BackboneSpec:
     pretrained_here: bool = False  # weights come from pipeline.pretrain's cached checkpoint
 
 
+@functools.cache
 def parse_backbone(name: str) -> BackboneSpec:
     """Resolve 'tiny', 'tiny:PATH', 'ARCH:TAG' or 'ARCH:PATH' (open_clip names), or fail in one line.
     Memoised per name: planning asks for every cell's backbone, thousands of times per study."""
-    if name not in _PARSED:
-        _PARSED[name] = _parse(name)
-    return _PARSED[name]
-
-
-_PARSED: dict[str, BackboneSpec] = {}
-
-
-def _parse(name: str) -> BackboneSpec:
     arch, _, weights = name.partition(":")
     weights = weights or None
     shipped = arch in SHIPPED

@@ -13,7 +13,8 @@ from study.grid import Grid
 
 @dataclass(frozen=True)
 class Plan:
-    stages: tuple[tuple[Cell, ...], ...]  # waves of cells that run in parallel, one after the other
+    stages: tuple[tuple[Cell, ...], ...]  # the grid's waves in run order; a cell starts once its deps are
+    # done, not when its wave does
     ids: dict[Cell, str]  # every cell of the stages, and every dependency, -> its cell id
     done: frozenset[str]  # ids stored with status ok before this launch
 
@@ -29,9 +30,9 @@ class Plan:
     def finished(self) -> bool:
         return all(self.ids[c] in self.done for c in self.cells)
 
-    def todo(self, stage: int) -> list[Cell]:
-        """The cells of a stage that are not done yet."""
-        return [c for c in self.stages[stage] if self.ids[c] not in self.done]
+    def todo(self) -> list[Cell]:
+        """The cells not done yet, in run order."""
+        return [c for c in self.cells if self.ids[c] not in self.done]
 
     def counts(self, status: dict[str, str]) -> Counter:
         """Status ('ok', 'failed', 'missing') of every planned cell, given the store's statuses."""

@@ -229,7 +229,7 @@ def run_plan(
     cpu, gpu, slots = _trial_resources(ray.cluster_resources(), resources, address)
     progress = _Progress(len(plan.cells), len(plan.done)) if show_progress else None
     trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
-    cells = tuple(c for stage in range(len(plan.stages)) for c in plan.todo(stage))
+    cells = tuple(plan.todo())
     if cells:
         job = Job(
             study=study,
