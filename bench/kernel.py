@@ -49,7 +49,7 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     from pipeline.backbones import load_backbone
     from pipeline.data import few_shot, resolve_task
     from pipeline.features import FeatureCache, load_pixels
-    from pipeline.loop import TrainSet, train
+    from pipeline.loop import TrainSet, Validation, train
     from pipeline.methods import build_method
     from pipeline.recipe import Recipe
 
@@ -84,7 +84,7 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
     val_y = labels[sample.val]
     start = time.perf_counter()
     data = TrainSet.single(x, y, task.num_classes)
-    train(method, data, val_x, val_y, task.metric, recipe, seed=0, encode=encode)
+    train(method, data, Validation(val_x, val_y, data.slots[0], task.metric), recipe, seed=0, encode=encode)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # the same run again under the profiler, which counts the matrix multiplies' FLOPs (its own
@@ -93,7 +93,9 @@ def measure(case: str, folder: str, epochs: int, shots: int) -> dict:
 
     method = build_method(case.split("-")[0], backbone, task.classnames, seed=0)
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        train(method, data, val_x, val_y, task.metric, recipe, seed=0, encode=encode)
+        train(
+            method, data, Validation(val_x, val_y, data.slots[0], task.metric), recipe, seed=0, encode=encode
+        )
     flops = sum(e.flops for e in prof.key_averages() if e.flops)
     return {
         "case": case,

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pipeline.errors import MvlptError
 from pipeline.recipe import Recipe
 
-STAGES = ("zeroshot", "single", "transfer")  # also the order in which they run and are listed
+# Also the order in which they run and are listed. `multitask` cells (one prompt tuned jointly on a
+# set of tasks) are what `multisource` and `groups` cells start from; a spec asks for the latter two.
+STAGES = ("zeroshot", "single", "transfer", "multitask", "multisource", "groups")
+SET_STAGES = ("multitask", "multisource", "groups")  # the stages whose cells name a set of tasks
 MODES = ("init", "joint")
 # Joint mode: each task keeps its own class slots; a training image's softmax runs over its own
 # task's slots (`per_task`) or over every slot of the joint label space (`union`, the reference's).
@@ -42,10 +45,15 @@ class Cell:
     metric: str | None = None  # overrides the target task's own metric
     label_space: str | None = None  # joint mode only; None there means the first of LABEL_SPACES
     joint_sampling: str | None = None  # joint mode only; None there means the first of JOINT_SAMPLINGS
+    # multitask: the tasks tuned on together; multisource: the source set the target starts from;
+    # groups: the group the target belongs to. Sorted; () for the other stages.
+    tasks: tuple[str, ...] = ()
+    policy: str | None = None  # multisource and groups: the rule that chose `tasks` (a label)
 
     def __post_init__(self):
         object.__setattr__(self, "method_config", tuple(sorted(dict(self.method_config).items())))
         object.__setattr__(self, "source_seeds", tuple(self.source_seeds))
+        object.__setattr__(self, "tasks", tuple(sorted(self.tasks)))
         if self.stage not in STAGES:
             raise MvlptError(f"unknown stage '{self.stage}' (known: {', '.join(STAGES)})")
         if (self.stage == "zeroshot") != (self.method == "zeroshot"):
@@ -57,6 +65,7 @@ class Cell:
                 raise MvlptError("a transfer cell needs a source task (--source)")
         elif self.source or self.mode:
             raise MvlptError(f"a {self.stage} cell takes no source task or mode")
+        self._check_task_set()
         if self.source_seeds and self.mode != "init":
             raise MvlptError("source seeds only apply to init-mode transfer")
         self._check_joint_options()
@@ -68,6 +77,24 @@ class Cell:
 
         if self.metric is not None and self.metric not in METRICS:
             raise MvlptError(f"unknown metric '{self.metric}' (known: {', '.join(METRICS)})")
+
+    def _check_task_set(self) -> None:
+        if self.stage not in SET_STAGES:
+            if self.tasks or self.policy is not None:
+                raise MvlptError(f"a {self.stage} cell takes no task set or policy")
+            return
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise MvlptError(f"a {self.stage} cell needs a set of distinct tasks, got {list(self.tasks)}")
+        if self.stage == "multitask":
+            if self.target != set_name(self.tasks) or self.policy is not None:
+                raise MvlptError("a multitask cell is named by its tasks and takes no policy")
+            return
+        if not self.policy:
+            raise MvlptError(f"a {self.stage} cell needs the policy that chose its tasks")
+        if self.stage == "multisource" and self.target in self.tasks:
+            raise MvlptError(f"a multisource cell's sources must leave its target '{self.target}' out")
+        if self.stage == "groups" and self.target not in self.tasks:
+            raise MvlptError(f"a groups cell's target '{self.target}' must be a member of its group")
 
     def _check_joint_options(self) -> None:
         options = {"label_space": LABEL_SPACES, "joint_sampling": JOINT_SAMPLINGS}
@@ -87,8 +114,34 @@ class Cell:
         return dict(self.method_config)
 
 
+def set_name(tasks) -> str:
+    """How a set of tasks is named in a result row (its `target` for a multitask cell, its `source`
+    for multisource and groups cells): the names sorted and joined by '+'."""
+    return "+".join(sorted(tasks))
+
+
+def multitask_cell(cell: Cell, tasks) -> Cell:
+    """The multitask cell over `tasks` with `cell`'s method, backbone, shots, seed and recipe."""
+    return dataclasses.replace(
+        cell,
+        stage="multitask",
+        target=set_name(tasks),
+        tasks=tuple(tasks),
+        policy=None,
+        mode=None,
+        source=None,
+        source_seeds=(),
+        metric=None,
+        label_space=None,
+        joint_sampling=None,
+    )
+
+
 def dependencies(cell: Cell) -> list[Cell]:
-    """Cells whose results this cell needs: an init transfer needs its source's single cells."""
+    """Cells whose results this cell needs: an init transfer needs its source's single cells, a
+    multisource or groups cell the multitask cell over its set."""
+    if cell.stage in ("multisource", "groups"):
+        return [multitask_cell(cell, cell.tasks)]
     if cell.stage != "transfer" or cell.mode != "init":
         return []
     seeds = cell.source_seeds or (cell.seed,)
@@ -118,9 +171,14 @@ def cell_id(cell: Cell) -> str:
         "config": dataclasses.asdict(method_config(cell.method, cell.config)),
         "backbone": backbone_identity(parse_backbone(cell.backbone)),
         "stage": cell.stage,
-        "target": resolve_task(cell.target).identity,
         "metric": cell.metric,
     }
+    if cell.stage == "multitask":  # named by its tasks: their identities, in the order of their names
+        payload["tasks"] = [resolve_task(t).identity for t in cell.tasks]
+    else:
+        payload["target"] = resolve_task(cell.target).identity
+    if cell.stage in ("multisource", "groups"):
+        payload.update(policy=cell.policy, depends_on=[cell_id(d) for d in dependencies(cell)])
     if cell.stage != "zeroshot":  # zero-shot reads the whole test split: no sample, no training
         payload.update(shots=cell.shots, seed=cell.seed, recipe=dataclasses.asdict(cell.recipe))
     if cell.stage == "transfer":

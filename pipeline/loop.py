@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,7 +169,7 @@ class TrainSet:
     task: torch.Tensor  # (N,) which task each image belongs to: 0 = target, k >= 1 = source
     slots: tuple[slice, ...]  # per task, its columns of the joint label space
     label_space: str = "per_task"  # LABEL_SPACES: softmax over the image's own task, or over all
-    sampling: str = "paired"  # JOINT_SAMPLINGS
+    sampling: str = "paired"  # JOINT_SAMPLINGS, or "set": a multitask cell, every task alike
 
     @classmethod
     def single(cls, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> TrainSet:
@@ -178,19 +178,29 @@ class TrainSet:
 
     @property
     def n_target(self) -> int:
-        return int((self.task == 0).sum())
+        """The images epochs are counted over: the target's (a multitask cell: all of them)."""
+        return len(self.task) if self.sampling == "set" else int((self.task == 0).sum())
 
 
-def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampling: str):
+def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampling: str, n_tasks: int = 1):
     """The batches of every epoch, as index tensors into a TrainSet (target first, then sources).
 
     Without sources, and in `paired` sampling, the target's batches are those of its single cell:
     one seeded permutation of its images per epoch, over epochs_for(recipe, n_target) epochs;
     `paired` appends to each batch as many source images, drawn by a second seeded stream that
     walks through permutations of the source images. `concat` shuffles all images together and
-    counts epochs over all of them.
+    counts epochs over all of them. `set` (a multitask cell: `n_target` images of `n_tasks` tasks,
+    no sources) runs the epochs and batches of a single cell of the tasks' mean size, drawn from one
+    stream of permutations of all images: as many steps as one task's cell, whatever the set's size
+    (with one task, exactly its single cell's batches).
     """
     order_rng = torch.Generator().manual_seed(seed)
+    if sampling == "set":
+        per_epoch = max(1, round(n_target / max(n_tasks, 1)))
+        return [
+            list(torch.as_tensor(drawn).split(recipe.batch_size))
+            for drawn in _stream(n_target, per_epoch, epochs_for(recipe, per_epoch), order_rng)
+        ]
     if sampling == "concat" and n_source:
         n = n_target + n_source
         return [
@@ -211,6 +221,18 @@ def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampl
             batches.append(batch)
         epochs.append(batches)
     return epochs
+
+
+def _stream(n: int, per_epoch: int, epochs: int, rng: torch.Generator) -> list[list[int]]:
+    """`epochs` draws of `per_epoch` indices each from consecutive seeded permutations of range(n)."""
+    stream: list[int] = []
+    out = []
+    for _ in range(epochs):
+        while len(stream) < per_epoch:
+            stream += torch.randperm(n, generator=rng).tolist()
+        out.append(stream[:per_epoch])
+        stream = stream[per_epoch:]
+    return out
 
 
 def _image_losses(logits: torch.Tensor, targets: torch.Tensor, columns: slice) -> torch.Tensor:
@@ -258,13 +280,29 @@ class Trained:
     history: list[float]
 
 
-def _validator(method, inputs, targets: np.ndarray, columns: slice, metric: str, precision: str, encode):
-    """A function scoring `method` on the validation inputs over `columns`: -> (metric, loss)."""
-    targets_t = torch.as_tensor(targets).cpu()
+@dataclass(frozen=True)
+class Validation:
+    """One task's held-out validation shots: inputs, labels over its own classes, the task's columns
+    of the label space and its metric."""
+
+    inputs: torch.Tensor
+    targets: np.ndarray
+    columns: slice
+    metric: str
+
+
+def _validator(method, sets: Sequence[Validation], precision: str, encode):
+    """A function scoring `method` on validation sets -> (metric, loss), each the mean over the sets
+    (a multitask cell's tasks; one set for any other cell)."""
+    labels = [torch.as_tensor(v.targets).cpu() for v in sets]
 
     def validate() -> tuple[float, float]:
-        logits = predict(method, _chunks(inputs, 256), encode, columns, precision)
-        return score(metric, logits, targets), float(loss_fn(logits, targets_t))
+        values, losses = [], []
+        for v, targets_t in zip(sets, labels, strict=True):
+            logits = predict(method, _chunks(v.inputs, 256), encode, v.columns, precision)
+            values.append(score(v.metric, logits, v.targets))
+            losses.append(float(loss_fn(logits, targets_t)))
+        return sum(values) / len(values), sum(losses) / len(losses)
 
     return validate
 
@@ -293,30 +331,29 @@ def _train_epoch(method, data: TrainSet, batches, optim, scaler, dtype, encode) 
 def train(
     method,
     data: TrainSet,
-    val_inputs: torch.Tensor,
-    val_targets: np.ndarray,
-    metric: str,
+    validation: Validation | Sequence[Validation],
     recipe: Recipe,
     seed: int,
     encode: Callable | None = None,
 ) -> Trained:
-    """Tune `method` on `data`; keep the prompt with the best validation score on the target.
+    """Tune `method` on `data`; keep the prompt with the best validation score.
 
-    Validation scores the target's slots only (data.slots[0]), once per epoch of the recipe (and
-    before the first step). Ties on the validation metric go to
-    the lower validation loss, then to the later epoch. `encode` maps a batch of inputs to what
-    method.logits takes (used when features are not cached).
+    Validation scores the target's slots only (one Validation over data.slots[0]; a multitask cell:
+    the mean over its tasks), once per epoch of the recipe (and before the first step). Ties on the
+    validation metric go to the lower validation loss, then to the later epoch. `encode` maps a
+    batch of inputs to what method.logits takes (used when features are not cached).
     """
     params = [p for p in method.parameters() if p.requires_grad]
     device = data.inputs.device
     dtype = autocast_dtype(recipe.precision, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    validate = _validator(method, val_inputs, val_targets, data.slots[0], metric, recipe.precision, encode)
+    sets = [validation] if isinstance(validation, Validation) else list(validation)
+    validate = _validator(method, sets, recipe.precision, encode)
 
     best_val, best_loss = validate()
     best_state, best_epoch, history = copy.deepcopy(method.prompt_state()), -1, []
     n_target = data.n_target
-    plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling)
+    plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling, len(data.slots))
     if not params or not plan:
         return Trained(best_state, -1, 0, best_val, history)
     optim = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)

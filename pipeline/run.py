@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline.cell import Cell, cell_id, dependencies
+from pipeline.cell import Cell, cell_id, dependencies, set_name
+
+MULTITASK_METRIC = "mean_validation"  # a multitask cell's result: its tasks' mean validation score
 
 
 @dataclass
@@ -48,6 +50,7 @@ class CellResult:
     method_config: str
     label_space: str | None = None
     joint_sampling: str | None = None
+    policy: str | None = None
     prompt_state: dict | None = field(default=None, repr=False)
 
     @classmethod
@@ -89,9 +92,10 @@ def _named_by(cell: Cell, cid: str) -> dict:
         joint_sampling=cell.joint_sampling,
         method=cell.method,
         backbone=cell.backbone,
-        source=cell.source,
+        source=set_name(cell.tasks) if cell.stage in ("multisource", "groups") else cell.source,
         target=cell.target,
         seed=cell.seed,
+        policy=cell.policy,
     )
 
 
@@ -211,17 +215,20 @@ class _Inputs:
 
 
 def training_set(cell: Cell, tasks, space: LabelSpace, inputs: _Inputs):
-    """The target's K-shot training images (and the sources' in joint mode) and its held-out
-    validation shots. -> (TrainSet, validation inputs, validation labels)."""
+    """The target's K-shot training images (and the sources' in joint mode, every task's in a
+    multitask cell) and the held-out validation shots that select the prompt: the target's, or
+    every task's of a multitask cell. -> (TrainSet, [Validation])."""
     from pipeline.data import few_shot
-    from pipeline.loop import TrainSet
+    from pipeline.loop import TrainSet, Validation
 
-    xs, ys, owner, val = [], [], [], None
+    xs, ys, owner, validation = [], [], [], []
     for k, task in enumerate(tasks):
         labels = task.data.labels("train")
         sample = few_shot(labels, task.classnames, cell.shots, cell.seed, task.name)
-        if k == 0:
-            val = (inputs.train_split(task, sample.val), labels[sample.val])
+        if k == 0 or cell.stage == "multitask":
+            columns = space.slots[k] if cell.stage == "multitask" else space.slots[0]
+            val_x = inputs.train_split(task, sample.val)
+            validation.append(Validation(val_x, labels[sample.val], columns, task.metric))
         xs.append(inputs.train_split(task, sample.train))
         ys.append(space.labels(k, labels[sample.train]))
         owner.append(np.full(len(sample.train), k))
@@ -232,9 +239,9 @@ def training_set(cell: Cell, tasks, space: LabelSpace, inputs: _Inputs):
         task=torch.as_tensor(np.concatenate(owner), device=device),
         slots=space.slots,
         label_space=cell.label_space or "per_task",
-        sampling=cell.joint_sampling or "paired",
+        sampling="set" if cell.stage == "multitask" else cell.joint_sampling or "paired",
     )
-    return data, *val
+    return data, validation
 
 
 @dataclass
@@ -258,10 +265,15 @@ def _prepare(cell: Cell, source_state, ctx: Context, device: torch.device) -> _P
     from pipeline.methods import build_method, method_config
 
     config = method_config(cell.method, cell.config)
-    target = resolve_task(cell.target)  # bad task names fail before any model is built
+    if cell.stage == "multitask":  # bad task names fail before any model is built
+        tasks = [resolve_task(t) for t in cell.tasks]
+        target = tasks[0]
+    else:
+        target = resolve_task(cell.target)
+        tasks = [target]
     if cell.metric is not None:
         target = dataclasses.replace(target, metric=cell.metric)  # validated against the task here
-    tasks = [target]
+        tasks[0] = target
     if cell.mode == "joint":
         source = resolve_task(cell.source)
         if source.identity != target.identity:  # the diagonal is the single run
@@ -272,7 +284,7 @@ def _prepare(cell: Cell, source_state, ctx: Context, device: torch.device) -> _P
 
     torch.manual_seed(cell.seed)
     method = build_method(cell.method, backbone, list(space.classnames), config, seed=cell.seed)
-    if cell.stage == "transfer" and cell.mode == "init":
+    if cell.stage in ("multisource", "groups") or (cell.stage == "transfer" and cell.mode == "init"):
         if source_state is None:
             source_state = [run(dep, context=ctx).prompt_state for dep in dependencies(cell)]
         method.load_prompt_state(_as_state(source_state))
@@ -281,21 +293,30 @@ def _prepare(cell: Cell, source_state, ctx: Context, device: torch.device) -> _P
 
 
 def _evaluate(cell: Cell, p: _Prepared, trained, n_train: int, start: float, device) -> CellResult:
-    """Score the method on the target's test split: the cell's result."""
+    """Score the method on the target's test split: the cell's result. A multitask cell has no
+    target: its result is the mean validation score over its tasks that selected its prompt."""
     from pipeline.loop import predict, score
 
-    test_labels = p.target.data.labels("test")
-    logits = predict(
-        p.method, p.inputs.test_batches(p.target), p.inputs.encode, p.space.slots[0], cell.recipe.precision
-    )
+    if cell.stage == "multitask":
+        metric, value, n_test = MULTITASK_METRIC, trained.val_value, 0
+    else:
+        test_labels = p.target.data.labels("test")
+        logits = predict(
+            p.method,
+            p.inputs.test_batches(p.target),
+            p.inputs.encode,
+            p.space.slots[0],
+            cell.recipe.precision,
+        )
+        metric, value, n_test = p.target.metric, score(p.target.metric, logits, test_labels), len(test_labels)
     return CellResult(
         **_named_by(cell, p.cid),
-        shots=cell.shots if trained else 0,
-        metric=p.target.metric,
-        value=score(p.target.metric, logits, test_labels),
+        shots=0 if cell.stage == "zeroshot" else cell.shots,
+        metric=metric,
+        value=value,
         val_value=trained.val_value if trained else float("nan"),
         n_train=n_train,
-        n_test=len(test_labels),
+        n_test=n_test,
         epochs_run=trained.epochs_run if trained else 0,
         best_epoch=trained.best_epoch if trained else -1,
         wall_s=time.perf_counter() - start,
@@ -312,8 +333,9 @@ def _evaluate(cell: Cell, p: _Prepared, trained, n_train: int, start: float, dev
 
 
 def run(cell: Cell, source_state=None, context: Context | None = None) -> CellResult:
-    """Run one cell. `source_state` (init mode): a prompt state, a path, or a list to average;
-    when absent the source's single cells are run first."""
+    """Run one cell. `source_state` (init mode, multisource, groups): a prompt state, a path, or a
+    list to average; when absent the cells it starts from are run first. A groups cell is not tuned:
+    its group's prompt is scored on the target."""
     from pipeline.loop import pick_device, train
 
     ctx = context or _DEFAULT_CONTEXT
@@ -324,12 +346,10 @@ def run(cell: Cell, source_state=None, context: Context | None = None) -> CellRe
     p = _prepare(cell, source_state, ctx, device)
 
     trained, n_train = None, 0
-    if cell.stage != "zeroshot":
-        data, val_x, val_y = training_set(cell, p.tasks, p.space, p.inputs)
+    if cell.stage not in ("zeroshot", "groups"):
+        data, validation = training_set(cell, p.tasks, p.space, p.inputs)
         n_train = len(data.inputs)
-        trained = train(
-            p.method, data, val_x, val_y, p.target.metric, cell.recipe, cell.seed, encode=p.inputs.encode
-        )
+        trained = train(p.method, data, validation, cell.recipe, cell.seed, encode=p.inputs.encode)
         p.method.load_prompt_state(trained.state)
 
     return _evaluate(cell, p, trained, n_train, start, device)

@@ -48,6 +48,7 @@ SCHEMA = pa.schema(
         ("backbone", pa.string()),
         ("source", pa.string()),
         ("target", pa.string()),
+        ("policy", pa.string()),  # multisource and groups cells: the rule that chose their task set
         ("shots", pa.int64()),
         ("seed", pa.int64()),
         ("metric", pa.string()),

@@ -10,7 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import MvlptError
-from pipeline.loop import TrainSet, epoch_batches, epochs_for, joint_loss, loss_fn, lr_at, score, train
+from pipeline.loop import (
+    TrainSet,
+    Validation,
+    epoch_batches,
+    epochs_for,
+    joint_loss,
+    loss_fn,
+    lr_at,
+    score,
+    train,
+)
 from pipeline.methods import build_method
 from pipeline.recipe import Recipe
 
@@ -62,7 +72,13 @@ def test_min_steps_gives_a_small_training_set_more_epochs(tiny):
     x = tiny.encode_image(torch.rand(8, 3, 32, 32))
     y = torch.tensor([0, 1] * 4)
     data = TrainSet.single(x, y, 2)
-    out = train(method, data, x, y.numpy(), "accuracy", Recipe(epochs=2, batch_size=4, min_steps=10), seed=0)
+    out = train(
+        method,
+        data,
+        Validation(x, y.numpy(), slice(0, 2), "accuracy"),
+        Recipe(epochs=2, batch_size=4, min_steps=10),
+        seed=0,
+    )
     # 5 short epochs stand for the recipe's 2: validation runs every 3 of them and after the last
     assert out.epochs_run == 5 and len(out.history) == 2
     with pytest.raises(MvlptError, match="min_steps"):
@@ -81,7 +97,13 @@ def test_best_validation_prompt_is_kept(tiny):
     x = tiny.encode_image(torch.rand(8, 3, 32, 32))
     y = torch.tensor([0, 1] * 4)
     data = TrainSet.single(x, y, 2)
-    out = train(method, data, x, y.numpy(), "accuracy", Recipe(epochs=6, lr=5.0, warmup_epochs=0), seed=0)
+    out = train(
+        method,
+        data,
+        Validation(x, y.numpy(), slice(0, 2), "accuracy"),
+        Recipe(epochs=6, lr=5.0, warmup_epochs=0),
+        seed=0,
+    )
     assert len(out.history) == 6 and out.epochs_run == 6
     best = max(out.history)
     assert out.val_value >= best
@@ -157,7 +179,7 @@ def test_a_joint_cell_feeds_the_target_batches_of_its_single_cell(tiny):
         method = build_method("coop", tiny, ["a", "b", "c", "d", "e"][: data.slots[-1].stop], {"n_ctx": 2})
         seen, logits = [], method.logits
         method.logits = lambda x: (seen.append(x.detach().clone()), logits(x))[1]
-        train(method, data, x_t, y_t.numpy(), "accuracy", recipe, seed=0)
+        train(method, data, Validation(x_t, y_t.numpy(), data.slots[0], "accuracy"), recipe, seed=0)
         return seen
 
     alone = fed(TrainSet.single(x_t, y_t, 3))

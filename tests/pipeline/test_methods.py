@@ -7,7 +7,7 @@ import torch
 
 from pipeline.cell import make_cell
 from pipeline.errors import MvlptError
-from pipeline.loop import TrainSet, train
+from pipeline.loop import TrainSet, Validation, train
 from pipeline.methods import (
     METHODS,
     average_states,
@@ -49,7 +49,9 @@ def test_prompt_tuned_on_five_classes_loads_into_three_and_tunes_on(name, tiny, 
 
     x = _inputs(target, tiny, 6)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    out = train(target, TrainSet.single(x, y, 3), x, y.numpy(), "accuracy", recipe, seed=0)
+    out = train(
+        target, TrainSet.single(x, y, 3), Validation(x, y.numpy(), slice(0, 3), "accuracy"), recipe, seed=0
+    )
     assert out.epochs_run == 3
     now = target.prompt_state()["tensors"]
     assert any(not torch.equal(now[k], state["tensors"][k]) for k in state["tensors"])  # it tuned on
@@ -144,7 +146,13 @@ def test_gated_prompts_start_at_zero_shot_and_tune_away_from_it(name, config, ti
     assert start < 1e-4  # gates at zero (and UPT's text offset at zero): the zero-shot model
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     recipe = Recipe(epochs=3, lr=0.1, warmup_epochs=0)
-    train(method, TrainSet.single(images, y, 3), images, y.numpy(), "accuracy", recipe, seed=0)
+    train(
+        method,
+        TrainSet.single(images, y, 3),
+        Validation(images, y.numpy(), slice(0, 3), "accuracy"),
+        recipe,
+        seed=0,
+    )
     state = method.prompt_state()["tensors"]
     assert state["gates"].abs().min() > 0  # every layer's gate opened
     assert gap() > 10 * max(start, 1e-5)  # and the prompts moved the model away from zero-shot
