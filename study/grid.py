@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.cell import Cell, dependencies
 from pipeline.recipe import Recipe
@@ -13,7 +13,9 @@ from study.spec import STAGE_RANK, StudySpec
 
 @dataclass(frozen=True)
 class Grid:
-    cells: tuple[Cell, ...]  # zero-shot, then single, then transfer; dependencies first
+    cells: tuple[Cell, ...]  # in STAGES order; dependencies first
+    # cells whose task sets are chosen from results not stored yet, per (stage, method)
+    pending: Counter = field(default_factory=Counter)
 
     def counts(self) -> Counter:
         """Cells per (stage, method)."""
@@ -39,12 +41,15 @@ def noise_pairs(spec: StudySpec) -> set[tuple[str, str]]:
     return set(random.Random(spec.noise.draw).sample(pairs, spec.noise.pairs))
 
 
-def expand(spec: StudySpec) -> Grid:
+def expand(spec: StudySpec, evidence=None) -> Grid:
     """All cells of the study. An init transfer pulls in its source's single cells even when the
     spec's stages leave 'single' out; the diagonal (source = target) is part of the grid. At the
-    noise seeds, every single cell and the transfer cells of the noise pairs run again."""
+    noise seeds, every single cell and the transfer cells of the noise pairs run again. Multisource
+    and groups cells (at the study's seeds) are those whose sets `evidence` (study.choose) can
+    choose; the others are counted as pending."""
     recipe = Recipe(**dict(spec.recipe))
     cells: dict[Cell, None] = {}
+    pending: Counter = Counter()
     if "zeroshot" in spec.stages:
         for task in spec.tasks:
             cells[Cell(method="zeroshot", target=task, stage="zeroshot", backbone=spec.backbone)] = None
@@ -64,6 +69,8 @@ def expand(spec: StudySpec) -> Grid:
                 if "single" in spec.stages:
                     for task in spec.tasks:
                         cells[Cell(target=task, **common)] = None
+                if seed in spec.seeds:
+                    _chosen_cells(spec, evidence, common, cells, pending)
                 if "transfer" not in spec.stages:
                     continue
                 for mode in spec.modes:
@@ -88,4 +95,44 @@ def expand(spec: StudySpec) -> Grid:
                                 cells.setdefault(dep, None)
                             cells[cell] = None
     ordered = sorted(cells, key=lambda c: STAGE_RANK[c.stage])  # stable: spec order within a stage
-    return Grid(tuple(ordered))
+    return Grid(tuple(ordered), pending)
+
+
+def _add(cells: dict, cell: Cell) -> None:
+    for dep in dependencies(cell):
+        cells.setdefault(dep, None)
+    cells[cell] = None
+
+
+def _chosen_cells(spec: StudySpec, evidence, common: dict, cells: dict, pending: Counter) -> None:
+    """The multisource and groups cells of one (method, shots, seed) whose sets can be chosen."""
+    from study.choose import Evidence, random_groups, random_k
+
+    evidence = evidence or Evidence()
+    key = (common["method"], common["shots"], common["seed"])
+    if "multisource" in spec.stages:
+        k = spec.multisource.k
+        for target in spec.tasks:
+            for policy in spec.multisource.policies:
+                if policy == "all":
+                    chosen = tuple(t for t in spec.tasks if t != target)
+                elif policy == "random_k":
+                    chosen = random_k(spec.tasks, k, common["seed"], target)
+                else:
+                    chosen = evidence.top_k(policy.removeprefix("top_k:"), key, target, k)
+                if chosen is None:
+                    pending[("multisource", common["method"])] += 1
+                    continue
+                _add(cells, Cell(stage="multisource", target=target, tasks=chosen, policy=policy, **common))
+    if "groups" not in spec.stages:
+        return
+    for by in spec.groups.by:
+        found = evidence.groups(by, key, spec.groups.n_groups)
+        if found is None:
+            pending[("groups", common["method"])] += 2 * len(spec.tasks)  # and its random groups
+            continue
+        randomly = random_groups(spec.tasks, [len(g) for g in found], common["seed"], by)
+        for policy, groups in ((by, found), (f"random:{by}", randomly)):
+            for group in groups:
+                for target in group:
+                    _add(cells, Cell(stage="groups", target=target, tasks=group, policy=policy, **common))

@@ -166,7 +166,7 @@ def status_table(folder: str) -> str:
     counts = Counter(zip(*(table.column(c).to_pylist() for c in ("stage", "method", "status")), strict=True))
     lines = [
         f"study {meta['name']} in {folder}",
-        f"{'stage':<10} {'method':<9} {'ok':>6} {'failed':>7} {'total':>7}",
+        f"{'stage':<11} {'method':<9} {'ok':>6} {'failed':>7} {'total':>7}",
     ]
     grid = meta.get("grid", {})
     keys = sorted(
@@ -176,9 +176,9 @@ def status_table(folder: str) -> str:
     for stage, method in keys:
         ok, failed = counts[(stage, method, "ok")], counts[(stage, method, "failed")]
         total = grid.get(f"{stage}/{method}", ok + failed)
-        lines.append(f"{stage:<10} {method:<9} {ok:>6} {failed:>7} {total:>7}")
+        lines.append(f"{stage:<11} {method:<9} {ok:>6} {failed:>7} {total:>7}")
     ok_all = sum(v for (_, _, s), v in counts.items() if s == "ok")
-    lines.append(f"{'all':<20} {ok_all:>6} {sum(counts.values()) - ok_all:>7} {sum(grid.values()):>7}")
+    lines.append(f"{'all':<21} {ok_all:>6} {sum(counts.values()) - ok_all:>7} {sum(grid.values()):>7}")
     if store.skipped:
         named = ", ".join(f"{s.name} ({s.reason})" for s in store.skipped)
         lines.append(f"skipped {len(store.skipped)} file(s) that are not cells of this study: {named}")
@@ -195,7 +195,7 @@ class Launch:
 
     @property
     def unfinished(self) -> int:
-        return self.counts.get("failed", 0) + self.counts.get("missing", 0)
+        return sum(self.counts.get(k, 0) for k in ("failed", "missing", "pending"))
 
 
 def study_location(spec: StudySpec, folder: str | None = None) -> str:
@@ -210,16 +210,25 @@ def plan_study(spec: StudySpec, folder: str | None = None) -> tuple[Store, Plan,
     """Check the folder (by default the spec's) against the spec and plan the grid.
     -> (store, plan, backbone identity)."""
     from pipeline.backbones import backbone_identity, parse_backbone
-    from study.grid import expand
     from study.guard import check_out
-    from study.plan import build_plan
 
     location = study_location(spec, folder)
     check_out(location)
     store = Store(location)
     backbone_id = backbone_identity(parse_backbone(spec.backbone))
     check_folder(spec, store, backbone_id)
-    return store, build_plan(expand(spec), store.done()), backbone_id
+    return store, replan(spec, store), backbone_id
+
+
+def replan(spec: StudySpec, store: Store) -> Plan:
+    """The study's plan from what its folder holds now: the multisource and groups cells whose sets
+    the stored results can choose (study.choose), the others pending."""
+    from study.choose import gather
+    from study.grid import expand
+    from study.plan import build_plan
+
+    evidence = gather(spec, store) if {"multisource", "groups"} & set(spec.stages) else None
+    return build_plan(expand(spec, evidence), store.done())
 
 
 def feature_cache_dir() -> str:
@@ -239,9 +248,10 @@ def dry_run_table(
 
     check_resources(dataclasses.asdict(spec.resources), address, num_cpus)  # a study that cannot run
     store = Store(study_location(spec, folder))
+    pending = Counter()
     if store.cell_files():
         _, plan, _ = plan_study(spec, folder)
-        cells, done = plan.cells, plan.done_per()
+        cells, done, pending = plan.cells, plan.done_per(), plan.pending
     else:
         from pipeline.data import resolve_task
         from pipeline.data.tasks import ELEVATER
@@ -250,15 +260,21 @@ def dry_run_table(
         for task in spec.tasks:  # a misspelt task is named; a roster task's data may come later
             if task not in ELEVATER:
                 resolve_task(task)
-        cells, done = list(expand(spec).cells), Counter()
-    counts = Counter((c.stage, c.method) for c in cells)
+        grid = expand(spec)
+        cells, done, pending = list(grid.cells), Counter(), grid.pending
+    counts = Counter((c.stage, c.method) for c in cells) + pending
     lines = [
-        f"study {spec.name} -> {store.location}: {len(cells)} cells",
-        f"{'stage':<10} {'method':<9} {'cells':>7} {'done':>7} {'to run':>7}",
+        f"study {spec.name} -> {store.location}: {len(cells) + sum(pending.values())} cells",
+        f"{'stage':<11} {'method':<9} {'cells':>7} {'done':>7} {'to run':>7}",
     ]
     for (stage, method), n in sorted(counts.items(), key=lambda kv: (STAGE_RANK[kv[0][0]], kv[0][1])):
         finished = done[(stage, method)]
-        lines.append(f"{stage:<10} {method:<9} {n:>7} {finished:>7} {n - finished:>7}")
+        lines.append(f"{stage:<11} {method:<9} {n:>7} {finished:>7} {n - finished:>7}")
+    if pending:
+        lines.append(
+            f"{sum(pending.values())} multisource and groups cells are chosen from results not stored yet "
+            f"(similarities, validation gains); the multitask cells they start from are counted once chosen"
+        )
     return "\n".join(lines)
 
 
@@ -282,7 +298,7 @@ def launch(
     check_resources(dataclasses.asdict(spec.resources), address, num_cpus)
     lock_folder(store)
     store.create()
-    write_meta(spec, store, Counter((c.stage, c.method) for c in plan.cells), source_text, backbone_id)
+    write_meta(spec, store, plan.grid_counts(), source_text, backbone_id)
     record_weights(spec, store)
     cache_dir = cache_dir or feature_cache_dir()
     if plan.finished:
@@ -290,20 +306,29 @@ def launch(
             write_embeddings(spec, store, cache_dir)
         return Launch(store.location, plan, plan.counts(store.status_of()))
     if not store.has(EMBEDDINGS):
-        # before any cell, so a study stopped part-way can still be reported on; this also builds
-        # (pre-trains) the backbone once here rather than in every worker at the same time
+        # before any cell, so a study stopped part-way can still be reported on, and before the
+        # plan's choices that read similarities; this also builds (pre-trains) the backbone once
+        # here rather than in every worker at the same time
         write_embeddings(spec, store, cache_dir, prompts=False)
+        plan = replan(spec, store)
     from study.schedule import run_plan
 
-    counts = run_plan(
-        plan,
-        spec.name,
-        store.location,
-        dataclasses.asdict(spec.resources),
-        address=address,
-        num_cpus=num_cpus,
-        cache_dir=cache_dir,
-        show_progress=show_progress,
-    )
+    tried: set[str] = set()  # a cell that fails is retried by the next launch, not by the next round
+    while todo := plan.todo(frozenset(tried)):
+        run_plan(
+            plan,
+            spec.name,
+            store.location,
+            dataclasses.asdict(spec.resources),
+            skip=frozenset(tried),
+            address=address,
+            num_cpus=num_cpus,
+            cache_dir=cache_dir,
+            show_progress=show_progress,
+        )
+        tried |= {plan.ids[c] for c in todo}
+        # the finished cells may choose the sets of pending ones: plan again, run what is new
+        plan = replan(spec, store) if plan.pending else plan
+        write_meta(spec, store, plan.grid_counts(), None, backbone_id)
     write_embeddings(spec, store, cache_dir)  # now with the learned prompts of the single cells
-    return Launch(store.location, plan, counts)
+    return Launch(store.location, plan, plan.counts(store.status_of()))

@@ -5,7 +5,7 @@ runs it and computes no identity of its own."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.cell import Cell, cell_id, dependencies
 from study.grid import Grid
@@ -17,6 +17,8 @@ class Plan:
     # done, not when its wave does
     ids: dict[Cell, str]  # every cell of the stages, and every dependency, -> its cell id
     done: frozenset[str]  # ids stored with status ok before this launch
+    # cells whose task sets wait for results not stored yet, per (stage, method): a later round
+    pending: Counter = field(default_factory=Counter)
 
     @property
     def cells(self) -> list[Cell]:
@@ -28,15 +30,23 @@ class Plan:
 
     @property
     def finished(self) -> bool:
-        return all(self.ids[c] in self.done for c in self.cells)
+        return not self.pending and all(self.ids[c] in self.done for c in self.cells)
 
-    def todo(self) -> list[Cell]:
-        """The cells not done yet, in run order."""
-        return [c for c in self.cells if self.ids[c] not in self.done]
+    def todo(self, skip: frozenset[str] = frozenset()) -> list[Cell]:
+        """The cells not done yet (nor in `skip`), in run order."""
+        return [c for c in self.cells if self.ids[c] not in self.done and self.ids[c] not in skip]
 
     def counts(self, status: dict[str, str]) -> Counter:
-        """Status ('ok', 'failed', 'missing') of every planned cell, given the store's statuses."""
-        return Counter(status.get(self.ids[c], "missing") for c in self.cells)
+        """Status ('ok', 'failed', 'missing', 'pending') of every cell of the study, given the
+        store's statuses; pending ones wait for the results that choose their task sets."""
+        out = Counter(status.get(self.ids[c], "missing") for c in self.cells)
+        if self.pending:
+            out["pending"] += sum(self.pending.values())
+        return out
+
+    def grid_counts(self) -> Counter:
+        """Cells per (stage, method), pending ones included."""
+        return Counter((c.stage, c.method) for c in self.cells) + self.pending
 
     def done_per(self) -> Counter:
         """Cells already done per (stage, method)."""
@@ -53,4 +63,5 @@ def build_plan(grid: Grid, done: set[str]) -> Plan:
         if cell not in ids:
             ids[cell] = cell_id(cell)
     stages = tuple(tuple(stage) for stage in grid.stages())
-    return Plan(stages=stages, ids=ids, done=frozenset(i for i in ids.values() if i in done))
+    done_ids = frozenset(i for i in ids.values() if i in done)
+    return Plan(stages=stages, ids=ids, done=done_ids, pending=Counter(grid.pending))

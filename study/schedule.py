@@ -216,20 +216,21 @@ def run_plan(
     location: str,
     resources: dict,
     *,
+    skip: frozenset[str] = frozenset(),
     address: str | None = None,
     num_cpus: int | None = None,
     cache_dir: str | None = None,
     show_progress: bool = True,
 ) -> Counter:
-    """Run every cell of the plan that is not done, each once the cells it starts from are done.
-    -> status counts."""
+    """Run every cell of the plan that is not done (nor in `skip`), each once the cells it starts
+    from are done. -> status counts."""
     ray = start_ray(address, num_cpus)
     from ray import tune
 
     cpu, gpu, slots = _trial_resources(ray.cluster_resources(), resources, address)
-    progress = _Progress(len(plan.cells), len(plan.done)) if show_progress else None
+    cells = tuple(plan.todo(skip))
+    progress = _Progress(len(plan.cells), len(plan.cells) - len(cells)) if show_progress else None
     trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
-    cells = tuple(plan.todo())
     if cells:
         job = Job(
             study=study,
@@ -247,7 +248,7 @@ def run_plan(
                 # reference to it, so a worker unpickles it once rather than once per trial
                 tune.with_parameters(trainable, job_ref=[ray.put(job)]),
                 tune_config=tune.TuneConfig(
-                    search_alg=_in_plan_order(job, plan.done),
+                    search_alg=_in_plan_order(job, plan.done | skip),
                     num_samples=len(cells),
                     reuse_actors=True,
                     max_concurrent_trials=slots,

@@ -15,7 +15,14 @@ from pipeline.errors import MvlptError
 from pipeline.recipe import Recipe
 
 STAGE_RANK = {stage: i for i, stage in enumerate(STAGES)}
+DEFAULT_STAGES = ("zeroshot", "single", "transfer")
+SPEC_STAGES = tuple(s for s in STAGES if s != "multitask")  # multitask cells come with the stages after it
 DEFAULT_MODES = ("joint",)
+# What ranks a target's sources (top_k:<name>) or clusters the tasks into groups: a similarity of the
+# tasks (known before any transfer cell: visual and label from the frozen model, prompt from the
+# single cells), or the pairwise gain on the target's held-out validation shots.
+RANKINGS = ("visual", "label", "prompt", "gain")
+POLICIES = ("all", "random_k", *(f"top_k:{r}" for r in RANKINGS))
 RECIPE_KEYS = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in dataclasses.fields(Recipe)}
 
 
@@ -38,6 +45,24 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class Multisource:
+    """The multisource stage: for each target, one source set per policy (k sources, or `all` the
+    other tasks), a prompt tuned on the set, then the target tuned from it."""
+
+    policies: tuple[str, ...] = ("all",)
+    k: int = 3
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The groups stage: per method, the tasks cut into `n_groups` groups by clustering each ranking
+    of `by`, and random groups of the same sizes; one prompt per group, scored on every member."""
+
+    by: tuple[str, ...] = ("gain",)
+    n_groups: int = 5
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     backbone: str
@@ -45,7 +70,7 @@ class StudySpec:
     methods: tuple[tuple[str, tuple], ...]  # (method, sorted (key, value) config items)
     shots: tuple[int, ...] = (5,)
     seeds: tuple[int, ...] = (0,)
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = DEFAULT_STAGES
     modes: tuple[str, ...] = DEFAULT_MODES
     source_seeds: tuple[int, ...] = ()
     label_space: str = LABEL_SPACES[0]  # joint mode's label space and sampling (pipeline.cell)
@@ -53,6 +78,8 @@ class StudySpec:
     recipe: tuple[tuple[str, object], ...] = ()  # overrides of the kernel's Recipe defaults
     resources: Resources = field(default_factory=Resources)
     noise: Noise = field(default_factory=Noise)
+    multisource: Multisource = field(default_factory=Multisource)
+    groups: Groups = field(default_factory=Groups)
     out: str = "results"
     suite: str | None = None  # the suite the task list came from, if any
 
@@ -77,6 +104,10 @@ class StudySpec:
             data["source_seeds"] = list(self.source_seeds)
         if self.noise.seeds:
             data["noise"] = dataclasses.asdict(self.noise) | {"seeds": list(self.noise.seeds)}
+        if "multisource" in self.stages:
+            data["multisource"] = {"policies": list(self.multisource.policies), "k": self.multisource.k}
+        if "groups" in self.stages:
+            data["groups"] = {"by": list(self.groups.by), "n_groups": self.groups.n_groups}
         return data
 
     def digest(self) -> str:
@@ -218,6 +249,51 @@ def _noise(value, where: str, seeds: tuple[int, ...], n_tasks: int) -> Noise:
     return noise
 
 
+def _multisource(value, where: str, n_tasks: int) -> Multisource:
+    if not isinstance(value, dict):
+        _fail(where, "[multisource] must be a table")
+    _check_keys(value, {"policies", "k"}, where, "multisource")
+    ms = Multisource(
+        policies=_choices(value.get("policies", ["all"]), POLICIES, where, "multisource.policies"),
+        k=_typed(value.get("k", 3), int, where, "multisource.k"),
+    )
+    if not ms.policies:
+        _fail(where, "'multisource.policies' is empty")
+    if not 1 <= ms.k <= n_tasks - 1:
+        _fail(where, f"'multisource.k' must be between 1 and {n_tasks - 1} (the other tasks), got {ms.k}")
+    return ms
+
+
+def _groups(value, where: str, n_tasks: int) -> Groups:
+    if not isinstance(value, dict):
+        _fail(where, "[groups] must be a table")
+    _check_keys(value, {"by", "n_groups"}, where, "groups")
+    groups = Groups(
+        by=_choices(value.get("by", ["gain"]), RANKINGS, where, "groups.by"),
+        n_groups=_typed(value.get("n_groups", 5), int, where, "groups.n_groups"),
+    )
+    if not groups.by:
+        _fail(where, "'groups.by' is empty")
+    if not 1 <= groups.n_groups <= n_tasks:
+        _fail(where, f"'groups.n_groups' must be between 1 and {n_tasks} (the tasks), got {groups.n_groups}")
+    return groups
+
+
+def _check_evidence(spec: StudySpec, where: str) -> None:
+    """A ranking by gain reads the study's transfer cells, one by prompt its single cells."""
+    used = set()
+    if "multisource" in spec.stages:
+        used |= {p.removeprefix("top_k:") for p in spec.multisource.policies if p.startswith("top_k:")}
+    if "groups" in spec.stages:
+        used |= set(spec.groups.by)
+    for ranking, stage in (("gain", "transfer"), ("prompt", "single")):
+        if ranking in used and stage not in spec.stages:
+            _fail(
+                where,
+                f"ranking tasks by {ranking} reads the study's {stage} cells: add '{stage}' to 'stages'",
+            )
+
+
 TOP_KEYS = {
     "name",
     "backbone",
@@ -233,6 +309,8 @@ TOP_KEYS = {
     "recipe",
     "resources",
     "noise",
+    "multisource",
+    "groups",
     "out",
 }
 
@@ -249,7 +327,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         _fail(where, f"'out' must name a folder, got {out!r}")
     tasks, suite = _tasks(data["tasks"], where)
     seeds = _int_list(data.get("seeds", [0]), where, "seeds", 0)
-    return StudySpec(
+    spec = StudySpec(
         name=name,
         backbone=_typed(data["backbone"], str, where, "backbone"),
         tasks=tasks,
@@ -257,7 +335,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         methods=_methods(data["methods"], where),
         shots=_int_list(data.get("shots", [5]), where, "shots", 1),
         seeds=seeds,
-        stages=_choices(data.get("stages", list(STAGES)), STAGES, where, "stages"),
+        stages=_choices(data.get("stages", list(DEFAULT_STAGES)), SPEC_STAGES, where, "stages"),
         modes=_choices(data.get("modes", list(DEFAULT_MODES)), MODES, where, "modes"),
         source_seeds=_int_list(data["source_seeds"], where, "source_seeds", 0)
         if "source_seeds" in data
@@ -269,8 +347,12 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         recipe=_recipe(data.get("recipe", {}), where),
         resources=_resources(data.get("resources", {}), where),
         noise=_noise(data.get("noise", {}), where, seeds, len(tasks)),
+        multisource=_multisource(data.get("multisource", {}), where, len(tasks)),
+        groups=_groups(data.get("groups", {}), where, len(tasks)),
         out=out,
     )
+    _check_evidence(spec, where)
+    return spec
 
 
 def load_spec(path: str | Path) -> StudySpec:

@@ -163,12 +163,16 @@ class Store:
     def has(self, name: str) -> bool:
         return self.fs.get_file_info(self._path(name)).type == pafs.FileType.File
 
-    def read_text(self, name: str) -> str | None:
+    def read_bytes(self, name: str) -> bytes | None:
         path = self._path(name)
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         with self.fs.open_input_stream(path) as f:
-            return f.read().decode()
+            return f.read()
+
+    def read_text(self, name: str) -> str | None:
+        data = self.read_bytes(name)
+        return None if data is None else data.decode()
 
     def write_cell(self, row: dict, prompt_state: dict | None = None) -> None:
         """Store one cell's row (and its prompt): the prompt first, so a row never points nowhere."""
