@@ -1,10 +1,13 @@
 """A small study end to end on Ray: one local run (loopback only, RAY_ADDRESS ignored, embeddings
-written), the same study on a two-node cluster, an unreachable cluster. Failures, kill -9 and
-resume are tested in test_fault_injection.py.
+written), the same study on a two-node cluster killed with SIGKILL in its multisource stage and
+resumed, an unreachable cluster. Failures and kills at random moments are tested in
+test_fault_injection.py.
 
 The spec is 2 methods x 2 tasks x 2 seeds, init and joint transfer (diagonal included, init cells
 starting from the source prompt averaged over both seeds): 42 cells on the tiny backbone, tasks as
-image folders so that every Ray worker can read them. Every test here is slow (whole studies).
+image folders so that every Ray worker can read them. Then the multisource stage (every policy; with
+two tasks each one chooses the other task) and the groups stage (two groups of one by validation
+gain, and random groups of one): 56 more cells. Every test here is slow (whole studies).
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ shots = [2]
 seeds = [0, 1]
 modes = ["init", "joint"]
 source_seeds = [0, 1]
+stages = ["zeroshot", "single", "transfer", "multisource", "groups"]
+[multisource]
+policies = ["all", "top_k:prompt", "top_k:gain", "random_k"]
+k = 1
+[groups]
+by = ["gain"]
+n_groups = 2
 [methods.coop]
 n_ctx = 4
 [methods.vpt]
@@ -39,8 +49,10 @@ lr = 0.05
 cpu = 1
 gpu = 0.25
 """
-N_CELLS = 2 + 2 * 2 * 2 + 2 * 4 * 2 * 2
-N_BEFORE_TRANSFER = 2 + 2 * 2 * 2
+N_GRID = 2 + 2 * 2 * 2 + 2 * 4 * 2 * 2
+# per method and seed: 4 policies x 2 targets; one multitask cell per task (the other target's
+# source set, and its group of one); 2 groupings x 2 members
+N_CELLS = N_GRID + 2 * 2 * (4 * 2 + 2 + 2 * 2)
 # one test process runs the module: its tests share the reference study
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("study_run")]
 
@@ -98,14 +110,39 @@ def test_a_local_run_listens_on_loopback_only_and_ignores_ray_address(reference)
 def test_dry_run_counts(study_spec, tmp_path):
     out = _cli("run", str(study_spec), "--out", str(tmp_path), "--dry-run")
     assert out.returncode == 0, out.stderr
-    assert f"{N_CELLS} cells" in out.stdout
-    assert "transfer   coop           16" in out.stdout and "zeroshot   zeroshot        2" in out.stdout
+    # a new folder: the sets chosen by prompts and gains wait for the cells that choose them
+    assert f"{N_GRID + 2 * 2 * (2 * 2 + 2)} cells" in out.stdout
+    assert "transfer    coop           16" in out.stdout and "zeroshot    zeroshot        2" in out.stdout
+    assert "multisource coop            8" in out.stdout and "groups      coop            8" in out.stdout
 
 
 def test_uninterrupted_run_is_complete(reference):
     assert len(reference) == N_CELLS and set(reference.status) == {"ok"}
-    assert set(reference.stage) == {"zeroshot", "single", "transfer"}
+    assert set(reference.stage) == {"zeroshot", "single", "transfer", "multitask", "multisource", "groups"}
     assert set(reference["mode"].dropna()) == {"init", "joint"}
+
+
+def test_a_source_prompt_is_trained_once_for_every_cell_that_starts_from_it(reference):
+    multitask = reference[reference.stage == "multitask"]
+    assert len(multitask) == 2 * 2 * 2 and multitask.value.equals(multitask.val_value)
+    chosen = reference[reference.stage == "multisource"]
+    assert (chosen.source != chosen.target).all()  # with two tasks every policy chooses the other one
+    assert chosen.groupby(["method", "seed", "target"]).policy.nunique().eq(4).all()
+    # each (method, seed, source set) has one multitask row, whatever number of cells start from it
+    assert not multitask.duplicated(["method", "seed", "target"]).any()
+    assert set(zip(chosen.method, chosen.seed, chosen.source, strict=True)) <= set(
+        zip(multitask.method, multitask.seed, multitask.target, strict=True)
+    )
+
+
+def test_a_group_of_one_task_scores_as_its_single_cell(reference):
+    groups = reference[reference.stage == "groups"]
+    assert set(groups.policy) == {"gain", "random:gain"} and (groups.source == groups.target).all()
+    singles = reference[reference.stage == "single"].set_index(["method", "seed", "target"]).value
+    assert (
+        groups.value.to_numpy()
+        == singles.loc[list(zip(groups.method, groups.seed, groups.target, strict=True))].to_numpy()
+    ).all()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
@@ -132,21 +169,41 @@ def test_finished_study_holds_the_embeddings_of_its_tasks_and_prompts(reference)
     assert not (reference.attrs["folder"] / DESIGNED).exists()  # not the built-in suite
 
 
-def test_two_node_cluster_gives_the_same_results(study_spec, reference, tmp_path):
+def _kill_in_the_multisource_stage(cmd: list[str], env: dict, folder: Path) -> None:
+    """Start the launch and SIGKILL it, with Ray and its workers, once cells after the grid are stored."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(folder.glob("*.parquet"))) < N_GRID + 6:
+        if proc.poll() is not None:
+            raise AssertionError(f"the launch ended before the kill: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_two_node_cluster_killed_in_the_multisource_stage_resumes_to_the_same_results(
+    study_spec, reference, tmp_path
+):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
+    env = {**os.environ, "MVLPT_CACHE": str(tmp_path / "cache")}
+    run = [sys.executable, "-m", "study.cli", "run", str(study_spec), "--out", str(tmp_path), "--quiet"]
     try:
+        _kill_in_the_multisource_stage([*run, "--address", cluster.address], env, tmp_path / "small")
+        partial = _table(tmp_path / "small")
+        assert N_GRID < len(partial) < N_CELLS, len(partial)
         out = _cli(
-            "run",
-            str(study_spec),
-            "--out",
-            str(tmp_path),
+            "resume",
+            str(tmp_path / "small"),
             "--quiet",
             "--address",
             cluster.address,
-            cache=str(tmp_path / "cache"),
+            cache=env["MVLPT_CACHE"],
         )
         assert out.returncode == 0, out.stderr[-2000:]
     finally:
