@@ -249,7 +249,8 @@ def _noise(value, where: str, seeds: tuple[int, ...], n_tasks: int) -> Noise:
     return noise
 
 
-def _multisource(value, where: str, n_tasks: int) -> Multisource:
+def _multisource(value, where: str, n_tasks: int | None) -> Multisource:
+    """The [multisource] table; its k is checked against the tasks when the stage runs (n_tasks)."""
     if not isinstance(value, dict):
         _fail(where, "[multisource] must be a table")
     _check_keys(value, {"policies", "k"}, where, "multisource")
@@ -259,12 +260,12 @@ def _multisource(value, where: str, n_tasks: int) -> Multisource:
     )
     if not ms.policies:
         _fail(where, "'multisource.policies' is empty")
-    if not 1 <= ms.k <= n_tasks - 1:
+    if n_tasks is not None and not 1 <= ms.k <= n_tasks - 1:
         _fail(where, f"'multisource.k' must be between 1 and {n_tasks - 1} (the other tasks), got {ms.k}")
     return ms
 
 
-def _groups(value, where: str, n_tasks: int) -> Groups:
+def _groups(value, where: str, n_tasks: int | None) -> Groups:
     if not isinstance(value, dict):
         _fail(where, "[groups] must be a table")
     _check_keys(value, {"by", "n_groups"}, where, "groups")
@@ -274,7 +275,7 @@ def _groups(value, where: str, n_tasks: int) -> Groups:
     )
     if not groups.by:
         _fail(where, "'groups.by' is empty")
-    if not 1 <= groups.n_groups <= n_tasks:
+    if n_tasks is not None and not 1 <= groups.n_groups <= n_tasks:
         _fail(where, f"'groups.n_groups' must be between 1 and {n_tasks} (the tasks), got {groups.n_groups}")
     return groups
 
@@ -327,6 +328,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         _fail(where, f"'out' must name a folder, got {out!r}")
     tasks, suite = _tasks(data["tasks"], where)
     seeds = _int_list(data.get("seeds", [0]), where, "seeds", 0)
+    stages = _choices(data.get("stages", list(DEFAULT_STAGES)), SPEC_STAGES, where, "stages")
     spec = StudySpec(
         name=name,
         backbone=_typed(data["backbone"], str, where, "backbone"),
@@ -335,7 +337,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         methods=_methods(data["methods"], where),
         shots=_int_list(data.get("shots", [5]), where, "shots", 1),
         seeds=seeds,
-        stages=_choices(data.get("stages", list(DEFAULT_STAGES)), SPEC_STAGES, where, "stages"),
+        stages=stages,
         modes=_choices(data.get("modes", list(DEFAULT_MODES)), MODES, where, "modes"),
         source_seeds=_int_list(data["source_seeds"], where, "source_seeds", 0)
         if "source_seeds" in data
@@ -347,8 +349,10 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         recipe=_recipe(data.get("recipe", {}), where),
         resources=_resources(data.get("resources", {}), where),
         noise=_noise(data.get("noise", {}), where, seeds, len(tasks)),
-        multisource=_multisource(data.get("multisource", {}), where, len(tasks)),
-        groups=_groups(data.get("groups", {}), where, len(tasks)),
+        multisource=_multisource(
+            data.get("multisource", {}), where, len(tasks) if "multisource" in stages else None
+        ),
+        groups=_groups(data.get("groups", {}), where, len(tasks) if "groups" in stages else None),
         out=out,
     )
     _check_evidence(spec, where)
