@@ -208,7 +208,7 @@ def progress_table(cells: pd.DataFrame, meta: dict) -> pd.DataFrame:
 
 def _study_tasks(tables: StudyTables) -> list[str]:
     """The study's tasks: the designed similarities' order where they cover them, then by name."""
-    found = task_names(tables.cells[tables.cells["stage"].isin(STAGES)])
+    found = task_names(tables.cells)
     first = [t for t in (tables.designed.get("visual", pd.DataFrame()).index) if t in found]
     return first + sorted(t for t in found if t not in first)
 
