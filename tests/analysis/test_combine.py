@@ -23,6 +23,7 @@ from analysis.combine import (
 )
 from analysis.gains import seed_gains, task_names
 from analysis.load import load_study
+from analysis.report import make_report
 
 N_BOOT = 200
 
@@ -37,7 +38,8 @@ def new_stage_rows(method="coop", seeds=(0,), gains=None, shots=4) -> list[dict]
         for policy, by_target in gains.items():
             for target, g in by_target.items():
                 stage = "groups" if policy in GROUP_POLICIES else "multisource"
-                others = "+".join(t for t in TASKS if t != target)
+                others = [t for t in TASKS if t != target]
+                others = "+".join(others[:2] if policy.startswith(("top_k", "random_k")) else others)
                 source = GROUP_POLICIES.get(policy, {}).get(target) or others
                 row = cell(stage, method, target, 0.5 + g / 100, source=source, shots=shots, seed=seed)
                 rows.append(
@@ -225,3 +227,39 @@ def test_tied_scores_share_the_free_slots():
     w = top_k_weights(np.array([5.0, 3.0, 3.0, 3.0, np.nan]), 2)
     assert w == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3, 0])
     assert top_k_weights(np.array([np.nan, 1.0, np.nan]), 2) == pytest.approx([0.5, 1, 0.5])
+
+
+# --- the report --------------------------------------------------------------------------------------
+
+
+def test_the_report_shows_which_sources_to_combine(tmp_path):
+    folder = write_study(tmp_path / "toy", toy_rows(methods=("coop",)))
+    policies = {"all": 2.0, "top_k:gain": 3.0, "random_k": 0.0, "visual": 1.0, "random:visual": -1.0}
+    gains = {p: {t: g + 0.2 * i for i, t in enumerate(TASKS)} for p, g in policies.items()}  # mean g + 0.3
+    add_rows(folder, new_stage_rows(gains=gains))
+    report = make_report(folder, n_boot=N_BOOT)
+    page = report.html.read_text()
+    assert '<h2 id="combine">Which sources to combine</h2>' in page and 'href="#combine"' in page
+    assert "{a, b} {c, d}" in page and "chosen by donor" in page
+    multisource = pd.read_csv(report.out / "multisource.csv").set_index("policy")
+    assert multisource.loc["top_k:gain", "gain_pts"] == pytest.approx(3.3)
+    assert multisource.loc["top_k:gain", "diff_random_pts"] == pytest.approx(3.0)
+    assert multisource.loc["all", "wins"] == 4 and set(multisource.index) == {"all", "top_k:gain", "random_k"}
+    groups = pd.read_csv(report.out / "groups.csv").set_index("policy")
+    assert groups.loc["visual", "diff_random_pts"] == pytest.approx(2.0)
+    assert (pd.read_csv(report.out / "source_prediction.csv")["k"] == 2).all()  # the top_k sets' size
+    line = next(x for x in report.lines if x.startswith("coop 4-shot multi-source:"))
+    assert "all vs single: +2.3 [" in line and "wins 4/4" in line and "top_k:gain - random_k: +3.0" in line
+    assert "random_k - random_k" not in line
+    assert any(x.startswith("coop 4-shot groups: visual vs single: +1.3 [") for x in report.lines)
+    assert "Multi-source initialisation" in (report.out / "summary.md").read_text()
+
+
+def test_an_old_folder_reports_the_held_out_choice_of_sources_only(tmp_path):
+    report = make_report(write_study(tmp_path / "toy", toy_rows()), n_boot=N_BOOT)
+    page = report.html.read_text()
+    assert "Which sources to combine" in page and "Predicted and actual best sources" in page
+    assert "Multi-source initialisation" not in page and not (report.out / "multisource.csv").exists()
+    assert not any("multi-source" in line for line in report.lines)
+    prediction = pd.read_csv(report.out / "source_prediction.csv")
+    assert set(prediction["method"]) == {"coop", "vpt"} and (prediction["k"] == 2).all()
