@@ -1,6 +1,7 @@
 """Pure functions on result tables and arrays: gains, similarities, statistics, and the report."""
 
 from analysis.assemble import Analysis, analyse
+from analysis.combine import groups_table, multisource_table, source_prediction
 from analysis.decompose import Decomposition, additive_fit, decompose, residual_spearman
 from analysis.gains import (
     gain_matrix,
@@ -63,10 +64,12 @@ __all__ = [
     "decompose",
     "gain_matrix",
     "gain_summary",
+    "groups_table",
     "label_best_match",
     "label_similarity",
     "method_summary",
     "missing_counts",
+    "multisource_table",
     "ndcg_at_k",
     "offdiag_pairs",
     "partial_correlations",
@@ -84,6 +87,7 @@ __all__ = [
     "similarity_correlations",
     "similarity_order",
     "single_values",
+    "source_prediction",
     "spearman",
     "spearman_ci",
     "stage_values",

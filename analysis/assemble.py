@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.combine import combine_k, groups_table, multisource_table, source_prediction
 from analysis.decompose import decompose
 from analysis.gains import (
     SETTING_KEYS,
@@ -116,6 +117,11 @@ class Analysis:
     per_target: pd.DataFrame | None = None
     model: pd.DataFrame | None = None
     noise: pd.DataFrame | None = None
+    multisource: pd.DataFrame | None = None  # multisource cells against single, per policy
+    groups: pd.DataFrame | None = None  # group cells against single, per policy
+    prediction: pd.DataFrame | None = None  # sources predicted with the target held out, per setting
+    prediction_targets: pd.DataFrame | None = None  # the same per target
+    k: int | None = None  # how many sources the held-out prediction picks
 
     def sims_for(self, method: str, shots) -> dict[str, pd.DataFrame]:
         """Every similarity that applies to one method setting, in SIMILARITIES order."""
@@ -208,7 +214,7 @@ def progress_table(cells: pd.DataFrame, meta: dict) -> pd.DataFrame:
 
 def _study_tasks(tables: StudyTables) -> list[str]:
     """The study's tasks: the designed similarities' order where they cover them, then by name."""
-    found = task_names(tables.cells[tables.cells["stage"].isin(STAGES)])
+    found = task_names(tables.cells)
     first = [t for t in (tables.designed.get("visual", pd.DataFrame()).index) if t in found]
     return first + sorted(t for t in found if t not in first)
 
@@ -379,6 +385,34 @@ def _with_errors(a: Analysis) -> pd.DataFrame:
     return pd.concat(parts) if parts else a.summary.assign(gain_se_pts=np.nan, beyond_2se=False)
 
 
+def _combine(a: Analysis) -> None:
+    """The multi-source and group tables, and per method setting the sources each target would be
+    given with its own gains held out (k: the study's multi-source set size; without multi-source
+    cells 3, or fewer where there are few tasks)."""
+    cells = a.tables.cells
+    try:
+        multisource = multisource_table(cells, a.n_boot, a.seed)
+        groups = groups_table(cells, a.n_boot, a.seed)
+    except ValueError as err:  # e.g. one cell stored with two metrics
+        raise ReportError(f"cannot compute the multi-source gains from {a.tables.folder}: {err}") from err
+    a.multisource = multisource if len(multisource) else None
+    a.groups = groups if len(groups) else None
+    a.k = combine_k(cells, default=max(1, min(3, len(a.tasks) - 2)))
+    per_target, summary = [], []
+    for setting in a.settings:
+        gain = _trim(a.gains[setting])
+        if len(gain) <= a.k + 1:
+            a.notes.append(f"{setting_label(setting)}: too few tasks to predict {a.k} sources per target")
+            continue
+        sims = a.sims_for(setting[0], setting[2])
+        targets, means = source_prediction(gain, sims, a.k, a.n_boot, a.seed)
+        tag = dict(zip(SETTING_KEYS, setting, strict=True))
+        per_target.append(targets.assign(**tag))
+        summary.append(means.assign(**tag))
+    a.prediction = pd.concat(summary, ignore_index=True) if summary else None
+    a.prediction_targets = pd.concat(per_target, ignore_index=True) if per_target else None
+
+
 def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     """Compute every table of the report from a loaded study."""
     cells = tables.cells
@@ -435,6 +469,7 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     a.per_target = pd.concat(parts["per_target"], ignore_index=True) if parts["per_target"] else None
     a.model = pd.concat(parts["model"], ignore_index=True) if parts["model"] else None
     a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+    _combine(a)
     a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)
     a.best = best_sources(summary)

@@ -15,10 +15,16 @@ SINGLE_KEYS = ["method", "shots", "seed", "target"]
 TRANSFER_KEYS = ["method", "mode", "shots", "seed", "source", "target"]
 PAIR_KEYS = ["method", "mode", "shots", "source", "target"]
 SETTING_KEYS = ["method", "mode", "shots"]
+# the stages whose rows name one task as target and one as source: the task list and the pairwise
+# gains read these alone (a multitask cell's target is a set of tasks, "a+b+c", not a task)
+PAIR_STAGES = ("zeroshot", "single", "transfer")
 
 
 def task_names(cells: pd.DataFrame) -> list[str]:
-    """The tasks of a result table in order of first appearance: targets first, then any other sources."""
+    """The tasks of a result table in order of first appearance: targets first, then any other sources.
+    Rows of other stages than PAIR_STAGES (task sets, groups) do not name tasks here."""
+    if "stage" in cells:
+        cells = cells[cells["stage"].isin(PAIR_STAGES)]
     names = list(dict.fromkeys(cells["target"].dropna()))
     if "source" in cells:
         names += [s for s in dict.fromkeys(cells["source"].dropna()) if s not in names]

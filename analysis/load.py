@@ -35,7 +35,20 @@ LEGACY = {EMBEDDINGS: "_embeddings.parquet", DESIGNED: "_designed.parquet"}
 # what a row needs to count as a cell; the store writes more (see Results in the README), the
 # report reads these
 CELL_COLUMNS = ("stage", "method", "target", "value", "status")
-OPTIONAL_COLUMNS = ("study", "cell_id", "mode", "backbone", "source", "shots", "seed", "metric", "error")
+# `policy` (how a multisource cell chose its source set, or what a group was clustered by) is absent
+# from folders written before those stages: read as null
+OPTIONAL_COLUMNS = (
+    "study",
+    "cell_id",
+    "mode",
+    "backbone",
+    "source",
+    "shots",
+    "seed",
+    "metric",
+    "error",
+    "policy",
+)
 EMBEDDING_COLUMNS = ("kind", "method", "task", "shots", "seed", "item", "vector")
 DESIGNED_COLUMNS = ("kind", "source", "target", "value")
 
@@ -98,7 +111,8 @@ _COLUMN_KINDS = {
     "shots": ("an integer", pa.types.is_integer),
     "seed": ("an integer", pa.types.is_integer),
     **{c: ("a string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
-       for c in ("study", "cell_id", "stage", "mode", "method", "source", "target", "status", "metric")},
+       for c in ("study", "cell_id", "stage", "mode", "method", "source", "target", "status", "metric",
+                 "policy")},
 }  # fmt: skip
 
 

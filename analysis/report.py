@@ -32,6 +32,7 @@ from analysis.assemble import (
     shots_text,
     stat_row,
 )
+from analysis.combine import DONOR
 from analysis.figures import Panel, heatmap, save, scatter_grid
 from analysis.files import markdown_text, write_atomic
 from analysis.gains import SETTING_KEYS
@@ -499,6 +500,116 @@ def _best_display(a: Analysis) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     return table, groups
 
 
+def _claim(est, lo, hi, digits: int = 1) -> str:
+    """A signed estimate with its interval, saying so when the interval includes 0."""
+    if not finite(est):
+        return "n/a"
+    if not (finite(lo) and finite(hi)):
+        return f"{est:+.{digits}f} [interval n/a]"
+    text = f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    return text + (" (interval includes 0: no claim)" if lo <= 0 <= hi else "")
+
+
+def _left_out(r: pd.Series) -> str:
+    parts = [
+        (r["n_failed"], "failed"),
+        (r["n_no_single"], "without a single run"),
+        (r["n_missing"], "missing"),
+    ]
+    return ", ".join(f"{int(n)} {why}" for n, why in parts if finite(n) and n) or "none"
+
+
+def _claims(df: pd.DataFrame, est: str, lo: str, hi: str, digits: int = 1) -> list[str]:
+    return [_claim(e, low, high, digits) for e, low, high in zip(df[est], df[lo], df[hi], strict=True)]
+
+
+def _policy_display(t: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """The columns a multi-source and a group table share, one row per method, shots and policy."""
+    lead = [
+        f"{c}, {int(n)} targets" if finite(n) else "–"
+        for c, n in zip(
+            _claims(t, "diff_random_pts", "diff_random_lo", "diff_random_hi"), t["n_paired"], strict=True
+        )
+    ]
+    return pd.DataFrame(
+        {
+            "setting": [f"{m} {shots_text(k)}-shot" for m, k in zip(t["method"], t["shots"], strict=True)],
+            "policy": t["policy"],
+            "gain over single (pts) [95% interval]": _claims(t, "gain_pts", "gain_lo", "gain_hi"),
+            "wins over single": [
+                f"{int(w)} of {int(n)}" for w, n in zip(t["wins"], t["n_targets"], strict=True)
+            ],
+            f"minus {baseline} (pts) [95% interval]": lead,
+            "cells left out": [_left_out(r) for _, r in t.iterrows()],
+        }
+    )
+
+
+def multisource_display(a: Analysis) -> pd.DataFrame:
+    """Per method, shots and policy: the multi-source gain over single, wins, and the lead over random_k."""
+    return _policy_display(a.multisource, "random_k")
+
+
+def groups_display(a: Analysis) -> pd.DataFrame:
+    """Per method, shots and policy: the groups found, their members' gain over single, and the lead
+    over random groups of the same sizes."""
+    g = a.groups
+    out = _policy_display(g, "random groups")
+    out.insert(2, "groups", g["groups"].to_numpy())
+    return out
+
+
+def _predictor_name(key: str) -> str:
+    return "donor (mean gain on the other targets)" if key == DONOR else SIMILARITIES.get(key, (key,))[0]
+
+
+def prediction_display(a: Analysis) -> pd.DataFrame:
+    """Per setting and predictor: the mean actual gain of the predicted k sources beside the best k and
+    k at random, the lead over random and the regret with their intervals, and how often the best
+    source is among the predicted."""
+    p = a.prediction
+    pts = lambda x: _num(x, 2)  # noqa: E731
+    return pd.DataFrame(
+        {
+            "setting": _setting_col(p),
+            "predictor": p["predictor"].map(_predictor_name),
+            "k": p["k"],
+            "predicted k (pts)": p["predicted_gain_pts"].map(pts),
+            "best k (pts)": p["oracle_gain_pts"].map(pts),
+            "random k (pts)": p["random_gain_pts"].map(pts),
+            "predicted − random [95% interval]": _claims(
+                p, "vs_random_pts", "vs_random_lo", "vs_random_hi", 2
+            ),
+            "regret: best − predicted [95% interval]": [
+                _interval(e, lo, hi)
+                for e, lo, hi in zip(p["regret_pts"], p["regret_lo"], p["regret_hi"], strict=True)
+            ],
+            "best source among predicted": p["hit_rate"].map(
+                lambda x: f"{100 * x:.0f}%" if finite(x) else "–"
+            ),
+            "targets": p["n_targets"],
+        }
+    )
+
+
+def prediction_targets_display(a: Analysis) -> pd.DataFrame:
+    """Per setting and target: its best source by gain, then the k sources each predictor chose."""
+    p = a.prediction_targets
+    wide = p.pivot_table(
+        index=[*SETTING_KEYS, "target", "best_source"],
+        columns="predictor",
+        values="predicted",
+        aggfunc="first",
+    )
+    wide = wide[list(dict.fromkeys(p["predictor"]))].reset_index()
+    out = pd.DataFrame(
+        {"setting": _setting_col(wide), "target": wide["target"], "best source": wide["best_source"]}
+    )
+    for key in dict.fromkeys(p["predictor"]):
+        out[f"chosen by {_predictor_name(key)}"] = wide[key].to_numpy()
+    return out
+
+
 def _singles_display(a: Analysis) -> pd.DataFrame:
     s = a.singles.copy()
     s["order"] = s["target"].map({t: i for i, t in enumerate(a.tasks)})
@@ -579,6 +690,10 @@ def write_tables(a: Analysis, out: Path, lines: Sequence[str]) -> list[Path]:
     csv("per_target.csv", a.per_target)
     csv("model.csv", a.model)
     csv("noise.csv", a.noise)
+    csv("multisource.csv", a.multisource)
+    csv("groups.csv", a.groups)
+    csv("source_prediction.csv", a.prediction)
+    csv("source_prediction_targets.csv", a.prediction_targets)
     md = [
         f"# Study {markdown_text(a.tables.name)}: summary",
         "",
@@ -595,6 +710,17 @@ def write_tables(a: Analysis, out: Path, lines: Sequence[str]) -> list[Path]:
     if a.correlations is not None:
         md += ["## Global Spearman correlations with gain (95% task-bootstrap intervals)", ""]
         md += [_markdown(correlation_display(a)), ""]
+    for title, table, display in (
+        (
+            "Multi-source initialisation against single-task tuning (points)",
+            a.multisource,
+            multisource_display,
+        ),
+        ("Groups tuned jointly against single-task tuning (points)", a.groups, groups_display),
+        ("Sources chosen with each target held out (points)", a.prediction, prediction_display),
+    ):
+        if table is not None:
+            md += [f"## {title}", "", _markdown(display(a)), ""]
     written.append(write_atomic(out / "summary.md", "\n".join(md)))
     return written
 
@@ -636,8 +762,32 @@ def summary_lines(a: Analysis) -> list[str]:
                     f"{setting_label(setting)}: Spearman(gain, {SIMILARITIES[key][0]}) = "
                     f"{_interval(row['estimate'], row['lo'], row['hi'])} over {int(row['n_pairs'])} pairs"
                 )
+    lines += combine_lines(a)
     if a.tables.embeddings is None:
         lines.append(no_embeddings(a.tables))
+    return lines
+
+
+def combine_lines(a: Analysis) -> list[str]:
+    """Per method and shots: the multi-source "all" policy against single and each other policy's lead
+    over random_k; each clustered group policy against single and its random groups."""
+    lines = []
+    for table, what in ((a.multisource, "multi-source"), (a.groups, "groups")):
+        if table is None:
+            continue
+        for (method, shots), part in table.groupby(["method", "shots"], sort=False):
+            items = []
+            for _, r in part.iterrows():
+                if r["policy"] == "all" or (what == "groups" and finite(r["diff_random_pts"])):
+                    items.append(
+                        f"{r['policy']} vs single: {_claim(r['gain_pts'], r['gain_lo'], r['gain_hi'])} pts, "
+                        f"wins {int(r['wins'])}/{int(r['n_targets'])}"
+                    )
+                if finite(r["diff_random_pts"]):
+                    base = "random_k" if what == "multi-source" else "random groups"
+                    lead = _claim(r["diff_random_pts"], r["diff_random_lo"], r["diff_random_hi"])
+                    items.append(f"{r['policy']} - {base}: {lead}")
+            lines.append(f"{method} {shots_text(shots)}-shot {what}: " + "; ".join(items))
     return lines
 
 
@@ -811,16 +961,16 @@ def render_html(a: Analysis, figures: Mapping[str, list[Figure]], lines: Sequenc
             )
         )  # fmt: skip
         body.append(_section("statistics", "Statistics", _statistics_html(a)))
+    combine = _combine_html(a)
+    if combine:
+        body.append(_section("combine", "Which sources to combine", combine))
     body.append(_section("method", "How these numbers are made", [_p(METHOD_TEXT.format(n_boot=a.n_boot))]))
-    nav = "".join(
-        f'<a href="#{k}">{v}</a>'
-        for k, v in (("summary", "summary"), ("gains", "gains"), ("similarity", "similarities"))
-        + (
-            (("scatter", "scatter"), ("best", "best sources"), ("statistics", "statistics"))
-            if a.settings
-            else ()
-        )
-    )
+    links = [("summary", "summary"), ("gains", "gains"), ("similarity", "similarities")]
+    if a.settings:
+        links += [("scatter", "scatter"), ("best", "best sources"), ("statistics", "statistics")]
+    if combine:
+        links.append(("combine", "sources to combine"))
+    nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in links)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Study report: '
         f"{html.escape(a.tables.name)}</title><style>{CSS}</style></head><body>\n<nav>{nav}</nav>\n"
@@ -846,6 +996,49 @@ METHOD_TEXT = (
     "only pick good donors or receptive targets. Regression coefficients are points of gain per "
     "standard deviation of the similarity."
 )
+
+
+COMBINE_TEXT = {
+    "multisource": (
+        "Gain of each multi-source cell (one prompt tuned jointly on a set of source tasks, then tuned on "
+        "the target) over the target's single-task run of the same method, shots and seed, in points; "
+        "each target's gain is averaged over its seeds, then over targets. Wins: targets with a positive "
+        "gain. The lead over random_k is paired by target (the policy's gain minus that of k sources drawn "
+        "at random)."
+    ),
+    "groups": (
+        "Each group's tasks tuned jointly on one prompt and evaluated on each member, against the member's "
+        "single-task run, in points. The lead over random groups (the same sizes, members drawn at random) "
+        "is paired by member."
+    ),
+    "prediction": (
+        "For each target, its k sources are chosen without any of its own gains: by donor score (each "
+        "source's mean gain over the other targets, from the gain matrix without the target's row and "
+        "column) or as the k tasks most similar to it. Then the target's actual gains score the choice: "
+        "their mean over the chosen k, beside the best k and k at random (the mean over all its sources); "
+        "regret is best minus chosen. Transfer gains of pairs, so this says which single sources a target "
+        "should be given; the multi-source cells above test whether combining them pays."
+    ),
+}
+
+
+def _combine_html(a: Analysis) -> list[str]:
+    """The multi-source and group results and the held-out choice of sources (empty when none)."""
+    boot = f" Intervals: 95% percentile bootstrap over targets ({a.n_boot} resamples)."
+    out = []
+    if a.multisource is not None:
+        out += ["<h3>Multi-source initialisation against single-task tuning</h3>"]
+        out += [_p(COMBINE_TEXT["multisource"] + boot), _table_html(multisource_display(a))]
+    if a.groups is not None:
+        out += ["<h3>Groups tuned jointly against single-task tuning</h3>"]
+        out += [_p(COMBINE_TEXT["groups"] + boot), _table_html(groups_display(a))]
+    if a.prediction is not None:
+        out += ["<h3>Predicted and actual best sources, each target held out</h3>"]
+        out += [_p(COMBINE_TEXT["prediction"] + boot), _table_html(prediction_display(a))]
+        out += [_table_html(prediction_targets_display(a))]
+    elif a.settings:
+        out.append(_p(f"Predicted sources: not computed (too few tasks with gains to choose {a.k} of them)."))
+    return out
 
 
 def _statistics_html(a: Analysis) -> list[str]:
