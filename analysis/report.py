@@ -500,13 +500,14 @@ def _best_display(a: Analysis) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     return table, groups
 
 
-def _claim(est, lo, hi, digits: int = 1) -> str:
-    """A signed estimate with its interval, saying so when the interval includes 0."""
+def _claim(est, lo, hi, digits: int = 1, unit: str = "pts") -> str:
+    """A signed estimate in `unit` with its interval, saying so when the interval includes 0."""
     if not finite(est):
         return "n/a"
+    value = f"{est:+.{digits}f} {unit}".rstrip()
     if not (finite(lo) and finite(hi)):
-        return f"{est:+.{digits}f} [interval n/a]"
-    text = f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+        return f"{value} [interval n/a]"
+    text = f"{value} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
     return text + (" (interval includes 0: no claim)" if lo <= 0 <= hi else "")
 
 
@@ -520,7 +521,10 @@ def _left_out(r: pd.Series) -> str:
 
 
 def _claims(df: pd.DataFrame, est: str, lo: str, hi: str, digits: int = 1) -> list[str]:
-    return [_claim(e, low, high, digits) for e, low, high in zip(df[est], df[lo], df[hi], strict=True)]
+    # the table's column names carry the unit
+    return [
+        _claim(e, low, high, digits, unit="") for e, low, high in zip(df[est], df[lo], df[hi], strict=True)
+    ]
 
 
 def _policy_display(t: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -780,7 +784,7 @@ def combine_lines(a: Analysis) -> list[str]:
             for _, r in part.iterrows():
                 if r["policy"] == "all" or (what == "groups" and finite(r["diff_random_pts"])):
                     items.append(
-                        f"{r['policy']} vs single: {_claim(r['gain_pts'], r['gain_lo'], r['gain_hi'])} pts, "
+                        f"{r['policy']} vs single: {_claim(r['gain_pts'], r['gain_lo'], r['gain_hi'])}, "
                         f"wins {int(r['wins'])}/{int(r['n_targets'])}"
                     )
                 if finite(r["diff_random_pts"]):

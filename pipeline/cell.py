@@ -198,10 +198,13 @@ def make_cell(
     mode: str | None = None,
     method_config: Mapping | None = None,
     recipe: Recipe | None = None,
+    stage: str | None = None,
     **kw,
 ) -> Cell:
-    """A Cell with the stage inferred: zeroshot for the zeroshot method, transfer with a source."""
-    stage = "zeroshot" if method == "zeroshot" else ("transfer" if source or mode else "single")
+    """A Cell; unless given, the stage is inferred: zeroshot for the zeroshot method, transfer with a
+    source, else single."""
+    if stage is None:
+        stage = "zeroshot" if method == "zeroshot" else ("transfer" if source or mode else "single")
     return Cell(
         method=method,
         target=target,

@@ -178,29 +178,23 @@ class TrainSet:
 
     @property
     def n_target(self) -> int:
-        """The images epochs are counted over: the target's (a multitask cell: all of them)."""
-        return len(self.task) if self.sampling == "set" else int((self.task == 0).sum())
+        return int((self.task == 0).sum())
+
+    def sizes(self) -> list[int]:
+        """Images per task, in task order."""
+        return torch.bincount(self.task, minlength=len(self.slots)).tolist()
 
 
-def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampling: str, n_tasks: int = 1):
+def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampling: str):
     """The batches of every epoch, as index tensors into a TrainSet (target first, then sources).
 
     Without sources, and in `paired` sampling, the target's batches are those of its single cell:
     one seeded permutation of its images per epoch, over epochs_for(recipe, n_target) epochs;
     `paired` appends to each batch as many source images, drawn by a second seeded stream that
     walks through permutations of the source images. `concat` shuffles all images together and
-    counts epochs over all of them. `set` (a multitask cell: `n_target` images of `n_tasks` tasks,
-    no sources) runs the epochs and batches of a single cell of the tasks' mean size, drawn from one
-    stream of permutations of all images: as many steps as one task's cell, whatever the set's size
-    (with one task, exactly its single cell's batches).
+    counts epochs over all of them. (A multitask cell's batches: set_batches.)
     """
     order_rng = torch.Generator().manual_seed(seed)
-    if sampling == "set":
-        per_epoch = max(1, round(n_target / max(n_tasks, 1)))
-        return [
-            list(torch.as_tensor(drawn).split(recipe.batch_size))
-            for drawn in _stream(n_target, per_epoch, epochs_for(recipe, per_epoch), order_rng)
-        ]
     if sampling == "concat" and n_source:
         n = n_target + n_source
         return [
@@ -223,16 +217,35 @@ def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampl
     return epochs
 
 
-def _stream(n: int, per_epoch: int, epochs: int, rng: torch.Generator) -> list[list[int]]:
-    """`epochs` draws of `per_epoch` indices each from consecutive seeded permutations of range(n)."""
-    stream: list[int] = []
-    out = []
-    for _ in range(epochs):
-        while len(stream) < per_epoch:
-            stream += torch.randperm(n, generator=rng).tolist()
-        out.append(stream[:per_epoch])
-        stream = stream[per_epoch:]
-    return out
+def set_batches(sizes: Sequence[int], recipe: Recipe, seed: int):
+    """A multitask cell's batches (its tasks' images one after the other, `sizes` of them): the
+    epochs and steps of a single cell of the tasks' mean size, every batch from one task.
+
+    Tasks take turns in seeded rounds (each task once per round, in a drawn order); a task's turn
+    is the next batch of its own seeded permutations, split as its single cell splits them. So a
+    set costs one single cell whatever its size (a step runs the text side for one task's classes),
+    and a set of one task is its single cell batch for batch.
+    """
+    order_rng = torch.Generator().manual_seed(seed)
+    turn_rng = torch.Generator().manual_seed(seed + (2 << 32))  # neither the order nor the source stream
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+    n_mean = max(1, round(sum(sizes) / len(sizes)))
+    queues: list[list[torch.Tensor]] = [[] for _ in sizes]
+    turns: list[int] = []
+    epochs = []
+    for _ in range(epochs_for(recipe, n_mean)):
+        batches = []
+        for _ in range(math.ceil(n_mean / recipe.batch_size)):
+            if not turns:
+                turns = torch.randperm(len(sizes), generator=turn_rng).tolist()
+            k = turns.pop(0)
+            if not queues[k]:
+                queues[k] = list(
+                    (offsets[k] + torch.randperm(sizes[k], generator=order_rng)).split(recipe.batch_size)
+                )
+            batches.append(queues[k].pop(0))
+        epochs.append(batches)
+    return epochs
 
 
 def _image_losses(logits: torch.Tensor, targets: torch.Tensor, columns: slice) -> torch.Tensor:
@@ -243,6 +256,12 @@ def _image_losses(logits: torch.Tensor, targets: torch.Tensor, columns: slice) -
         soft = soft / soft.sum(1, keepdim=True).clamp_min(1)
         return torch.sum(-soft * F.log_softmax(sub, dim=1), dim=1)
     return F.cross_entropy(sub, targets - (columns.start or 0), reduction="none")
+
+
+def _task_loss(logits: torch.Tensor, targets: torch.Tensor, columns: slice) -> torch.Tensor:
+    """The mean loss of one task's images from logits over that task's classes only."""
+    own = targets[:, columns] if targets.dim() == 2 else targets - (columns.start or 0)
+    return _image_losses(logits, own, slice(0, logits.shape[1])).mean()
 
 
 def joint_loss(
@@ -317,7 +336,12 @@ def _train_epoch(method, data: TrainSet, batches, optim, scaler, dtype, encode) 
             with torch.no_grad():
                 x = encode(x)
         with _autocast(device, dtype):
-            loss = joint_loss(method.logits(x), data.targets[idx], data.task[idx], data)
+            if data.sampling == "set":  # one task's batch: its own classes only
+                columns = data.slots[int(data.task[idx[0]])]
+                classes = columns if len(data.slots) > 1 else None  # one task: all classes are its
+                loss = _task_loss(method.logits(x, classes), data.targets[idx], columns)
+            else:
+                loss = joint_loss(method.logits(x), data.targets[idx], data.task[idx], data)
         optim.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -353,7 +377,10 @@ def train(
     best_val, best_loss = validate()
     best_state, best_epoch, history = copy.deepcopy(method.prompt_state()), -1, []
     n_target = data.n_target
-    plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling, len(data.slots))
+    if data.sampling == "set":
+        plan = set_batches(data.sizes(), recipe, seed)
+    else:
+        plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling)
     if not params or not plan:
         return Trained(best_state, -1, 0, best_val, history)
     optim = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)

@@ -63,11 +63,20 @@ def cmd_cell(args) -> int:
         "precision": args.precision,
     }
     recipe = dataclasses.replace(Recipe(), **{k: v for k, v in recipe_overrides.items() if v is not None})
+    if args.sources and args.group:
+        raise SystemExit(
+            "mvlpt: error: --sources (a multisource cell) and --group (a groups cell) exclude each other"
+        )
+    tasks = args.sources or args.group or ()
+    stage = "multisource" if args.sources else "groups" if args.group else None
     cell = make_cell(
         args.method,
         args.target,
         source=args.source,
         mode=args.mode,
+        stage=stage,
+        tasks=tasks,
+        policy=args.policy if tasks else None,
         method_config=_key_values(args.config, "--config"),
         recipe=recipe,
         backbone=args.backbone,
@@ -85,8 +94,8 @@ def cmd_cell(args) -> int:
         workers=args.workers,
     )
     source_state = args.source_state
-    if source_state is not None and cell.mode != "init":
-        raise SystemExit("mvlpt: error: --source-state applies to --mode init only")
+    if source_state is not None and cell.mode != "init" and not tasks:
+        raise SystemExit("mvlpt: error: --source-state applies to --mode init, --sources and --group only")
     result = run(cell, source_state=source_state, context=context)
     if args.save_state:
         save_state(result.prompt_state, args.save_state)
@@ -94,6 +103,8 @@ def cmd_cell(args) -> int:
         print(json.dumps(_json_safe(result.row())))
     else:
         where = f"{cell.source} -> {cell.target} ({cell.mode})" if cell.source else cell.target
+        if tasks:
+            where = f"{result.source} -> {cell.target} ({cell.policy})"
         print(
             f"{cell.method} {cell.stage} {where}: {result.metric} = {result.value:.4f} "
             f"[{result.shots} shots, seed {cell.seed}, best epoch {result.best_epoch}, "
@@ -185,8 +196,10 @@ def _launch(spec, args, source_text: str | None) -> int:
         cache_dir=args.cache_dir,
         show_progress=not args.quiet,
     )
-    ok, failed = done.counts.get("ok", 0), done.counts.get("failed", 0)
-    print(f"study {spec.name}: {ok} of {len(done.plan.cells)} cells done, {failed} failed -> {done.location}")
+    ok, failed, pending = (done.counts.get(k, 0) for k in ("ok", "failed", "pending"))
+    total = len(done.plan.cells) + pending
+    waiting = f", {pending} not chosen yet (their choice reads failed cells)" if pending else ""
+    print(f"study {spec.name}: {ok} of {total} cells done, {failed} failed{waiting} -> {done.location}")
     if done.unfinished:
         print(
             f"mvlpt: error: {done.unfinished} cells failed or did not run; "
@@ -301,7 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="joint mode: the target's single-cell batches plus as many source images (paired, default), "
         "or one shuffled concatenation (concat)",
     )
-    cell.add_argument("--source-state", help="init mode: a saved source prompt state instead of running it")
+    cell.add_argument(
+        "--sources",
+        type=_csv(str),
+        help="a multisource cell: a prompt tuned on these tasks together (a,b,c) starts the target's",
+    )
+    cell.add_argument(
+        "--group",
+        type=_csv(str),
+        help="a groups cell: the prompt tuned on this group (a,b,c) scored on the target",
+    )
+    cell.add_argument(
+        "--policy", default="given", help="--sources/--group: the label of the rule that chose them"
+    )
+    cell.add_argument(
+        "--source-state",
+        help="init mode, --sources, --group: a saved prompt state to start from instead of running its cells",
+    )
     cell.add_argument("--save-state", metavar="PATH", help="save the learned prompt state here")
     cell.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     cell.add_argument("--no-feature-cache", action="store_true", help="re-encode images every step")

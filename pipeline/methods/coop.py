@@ -47,14 +47,15 @@ class CoOp(nn.Module):
         self.ctx = nn.Parameter(ctx.to(backbone.device))  # (n_ctx, Dt) or (C, n_ctx, Dt)
         self.prompts = ContextPrompts(backbone, classnames, n_ctx, config.position)
 
-    def class_features(self) -> torch.Tensor:
-        return self.prompts.features(self.ctx)  # (C, E)
+    def class_features(self, classes: slice | None = None) -> torch.Tensor:
+        return self.prompts.features(self.ctx, classes)  # (C, E)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x.float(), dim=-1)  # x: (B, E) cached raw features
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.logit_scale * self.image_features(x) @ self.class_features().T  # (B, C)
+    def logits(self, x: torch.Tensor, classes: slice | None = None) -> torch.Tensor:
+        """(B, C) logits over every class, or over `classes` only (the text side runs for those)."""
+        return self.backbone.logit_scale * self.image_features(x) @ self.class_features(classes).T
 
     def prompt_state(self) -> dict:
         if self.csc:

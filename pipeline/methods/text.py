@@ -41,34 +41,40 @@ class ContextPrompts:
         self.suffix = embedded[:, 1 + n_ctx :]  # (C, L-1-n_ctx, Dt) class tokens, '.', EOT, pad
         self.name_lens = [backbone.count_tokens(name) or 1 for name in classnames]
 
-    def embeddings(self, ctx: torch.Tensor) -> torch.Tensor:
-        """ctx (n_ctx, Dt) or (C, n_ctx, Dt) -> (C, L, Dt) prompt token embeddings."""
-        n_cls = self.prefix.shape[0]
+    def embeddings(self, ctx: torch.Tensor, classes: slice | None = None) -> torch.Tensor:
+        """ctx (n_ctx, Dt) or (C, n_ctx, Dt) -> (C, L, Dt) prompt token embeddings; `classes`: of
+        those classes only (a slice of the class list)."""
+        prefix, suffix, name_lens = self.prefix, self.suffix, self.name_lens
+        if classes is not None:
+            prefix, suffix, name_lens = prefix[classes], suffix[classes], name_lens[classes]
+            ctx = ctx[classes] if ctx.dim() == 3 else ctx
+        n_cls = prefix.shape[0]
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(n_cls, -1, -1)  # (C, n_ctx, Dt)
-        ctx = ctx.to(self.prefix.dtype)
+        ctx = ctx.to(prefix.dtype)
         if self.position == "end":
-            return torch.cat([self.prefix, ctx, self.suffix], dim=1)
+            return torch.cat([prefix, ctx, suffix], dim=1)
         rows = []
         half = self.n_ctx // 2
-        for i, n in enumerate(self.name_lens):
-            name, rest = self.suffix[i : i + 1, :n], self.suffix[i : i + 1, n:]
+        for i, n in enumerate(name_lens):
+            name, rest = suffix[i : i + 1, :n], suffix[i : i + 1, n:]
             if self.position == "middle":
                 parts = [
-                    self.prefix[i : i + 1],
+                    prefix[i : i + 1],
                     ctx[i : i + 1, :half],
                     name,
                     ctx[i : i + 1, half:],
                     rest,
                 ]
             else:  # front
-                parts = [self.prefix[i : i + 1], name, ctx[i : i + 1], rest]
+                parts = [prefix[i : i + 1], name, ctx[i : i + 1], rest]
             rows.append(torch.cat(parts, dim=1))
         return torch.cat(rows, dim=0)
 
-    def features(self, ctx: torch.Tensor) -> torch.Tensor:
-        """(C, E) L2-normalised class features for context `ctx`."""
-        x = self.backbone.encode_text_embedded(self.embeddings(ctx), self.pool_idx, truncate=True)
+    def features(self, ctx: torch.Tensor, classes: slice | None = None) -> torch.Tensor:
+        """(C, E) L2-normalised class features for context `ctx` (of `classes` only, when given)."""
+        pool_idx = self.pool_idx if classes is None else self.pool_idx[classes]
+        x = self.backbone.encode_text_embedded(self.embeddings(ctx, classes), pool_idx, truncate=True)
         return F.normalize(x.float(), dim=-1)
 
 

@@ -91,9 +91,9 @@ class UPT(nn.Module):
         visual = self.proj_visual(h[n:]).view(self.depth, self.config.n_visual, -1)
         return text, visual
 
-    def _features(self, x: torch.Tensor | None):
+    def _features(self, x: torch.Tensor | None, classes: slice | None = None, text: bool = True):
         text_ctx, visual = self._generate()
-        cls = self.prompts.features(text_ctx)
+        cls = self.prompts.features(text_ctx, classes) if text else None
         if x is None:
             return None, cls
         img = F.normalize(self.backbone.encode_image(x, list(visual), self.gates).float(), dim=-1)
@@ -103,11 +103,12 @@ class UPT(nn.Module):
         return self._features(None)[1]  # (C, E)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x)[0]  # (B, E)
+        return self._features(x, text=False)[0]  # (B, E); the text side is not run
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        img, cls = self._features(x)
-        return self.backbone.logit_scale * img @ cls.T  # (B, C)
+    def logits(self, x: torch.Tensor, classes: slice | None = None) -> torch.Tensor:
+        """(B, C) logits over every class, or over `classes` only (the text side runs for those)."""
+        img, cls = self._features(x, classes)
+        return self.backbone.logit_scale * img @ cls.T
 
     def prompt_state(self) -> dict:
         return make_state(self.name, dict(self.named_parameters()))

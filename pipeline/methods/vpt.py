@@ -47,14 +47,15 @@ class VPT(nn.Module):
         self.gates = nn.Parameter(torch.zeros(depth, device=backbone.device)) if config.gated else None
         self.register_buffer("text", template_features(backbone, classnames, config.template))
 
-    def class_features(self) -> torch.Tensor:
-        return self.text  # (C, E)
+    def class_features(self, classes: slice | None = None) -> torch.Tensor:
+        return self.text if classes is None else self.text[classes]  # (C, E)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone.encode_image(x, list(self.tokens), self.gates).float(), dim=-1)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.logit_scale * self.image_features(x) @ self.class_features().T  # (B, C)
+    def logits(self, x: torch.Tensor, classes: slice | None = None) -> torch.Tensor:
+        """(B, C) logits over every class, or over `classes` only."""
+        return self.backbone.logit_scale * self.image_features(x) @ self.class_features(classes).T
 
     def prompt_state(self) -> dict:
         return make_state(self.name, dict(self.named_parameters()))  # tokens (and gates)

@@ -81,6 +81,8 @@ def test_rows_of_the_new_stages_do_not_enter_the_tasks_or_the_pairwise_gains(tmp
 
 def test_a_folder_written_before_the_policy_column_reads_it_as_null(tmp_path):
     folder = write_study(tmp_path / "toy", toy_rows(methods=("coop",)))
+    for path in folder.glob("*.parquet"):  # as an earlier version wrote them: no policy column
+        pq.write_table(pq.read_table(path).drop_columns(["policy"]), path)
     assert "policy" not in pq.read_schema(next(folder.glob("*.parquet"))).names
     cells = load_study(folder).cells
     assert cells["policy"].isna().all()
@@ -249,9 +251,13 @@ def test_the_report_shows_which_sources_to_combine(tmp_path):
     assert groups.loc["visual", "diff_random_pts"] == pytest.approx(2.0)
     assert (pd.read_csv(report.out / "source_prediction.csv")["k"] == 2).all()  # the top_k sets' size
     line = next(x for x in report.lines if x.startswith("coop 4-shot multi-source:"))
-    assert "all vs single: +2.3 [" in line and "wins 4/4" in line and "top_k:gain - random_k: +3.0" in line
+    assert (
+        "all vs single: +2.3 pts [" in line
+        and "wins 4/4" in line
+        and "top_k:gain - random_k: +3.0 pts" in line
+    )
     assert "random_k - random_k" not in line
-    assert any(x.startswith("coop 4-shot groups: visual vs single: +1.3 [") for x in report.lines)
+    assert any(x.startswith("coop 4-shot groups: visual vs single: +1.3 pts [") for x in report.lines)
     assert "Multi-source initialisation" in (report.out / "summary.md").read_text()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.cell import Cell, cell_id, dependencies, multitask_cell, set_name
 from pipeline.errors import MvlptError
-from pipeline.loop import epoch_batches
+from pipeline.loop import epoch_batches, set_batches
 from pipeline.recipe import Recipe
 from pipeline.run import run
 
@@ -43,15 +43,17 @@ def test_a_set_cell_depends_on_the_multitask_cell_of_its_set_whatever_the_order(
     assert cell_id(dataclasses.replace(dep, seed=1)) != cell_id(dep)
 
 
-def test_a_set_epoch_is_one_task_epoch_and_with_one_task_the_single_cells():
+def test_a_set_runs_the_steps_of_one_task_each_from_one_task_and_with_one_task_the_single_cells():
     recipe = Recipe(epochs=2, batch_size=4, min_steps=6)
     single = epoch_batches(10, 0, recipe, seed=3, sampling="paired")
-    alone = epoch_batches(10, 0, recipe, seed=3, sampling="set", n_tasks=1)
+    alone = set_batches([10], recipe, seed=3)
     assert [[b.tolist() for b in e] for e in alone] == [[b.tolist() for b in e] for e in single]
-    three = epoch_batches(30, 0, recipe, seed=3, sampling="set", n_tasks=3)
-    assert sum(len(e) for e in three) == sum(len(e) for e in single)  # as many steps as one task's cell
-    drawn = [i for e in three for b in e for i in b.tolist()]
-    assert len(drawn) == 20 and len(set(drawn)) == 20  # a walk through one permutation of all 30
+    three = set_batches([8, 10, 12], recipe, seed=3)
+    assert [len(e) for e in three] == [len(e) for e in single]  # the steps of a task of mean size
+    owners = [{0 if i < 8 else 1 if i < 18 else 2 for i in b.tolist()} for e in three for b in e]
+    assert all(len(o) == 1 for o in owners)  # every batch from one task
+    turns = [o.pop() for o in owners]
+    assert sorted(turns[:3]) == [0, 1, 2] and sorted(turns[3:6]) == [0, 1, 2]  # each task once a round
 
 
 @pytest.mark.parametrize("method", ["coop", "vpt"])
@@ -73,3 +75,35 @@ def test_multitask_then_multisource_then_groups(toy_tasks):
     assert member.metric == "map11" and member.epochs_run == 0
     again = run(_cell("groups", "toy-multi", sources, "gain"))  # runs its multitask cell itself
     assert again.value == member.value
+
+
+def test_the_cell_command_runs_multisource_and_groups_cells(toy_tasks, capsys):
+    import json
+
+    from study.cli import main
+
+    common = [
+        "--method",
+        "coop",
+        "--backbone",
+        "tiny",
+        "--shots",
+        "2",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.05",
+        "--json",
+    ]
+    assert main(["cell", "--target", "toy-three", "--sources", "toy-multi,toy-five", *common]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["stage"], row["source"], row["policy"]) == ("multisource", "toy-five+toy-multi", "given")
+    assert row["value"] == run(_cell("multisource", "toy-three", ["toy-five", "toy-multi"], "given")).value
+    assert main(["cell", "--target", "toy-three", "--group", "toy-three", "--policy", "mine", *common]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["stage"], row["policy"]) == ("groups", "mine")
+    assert row["value"] == run(Cell(method="coop", target="toy-three", **COMMON)).value
+    with pytest.raises(SystemExit, match="exclude each other"):
+        main(["cell", "--target", "toy-three", "--sources", "toy-five", "--group", "toy-three", *common])
+    assert main(["cell", "--target", "toy-three", "--sources", "toy-three,toy-five", *common]) == 2
+    assert "leave its target 'toy-three' out" in capsys.readouterr().err
