@@ -130,17 +130,22 @@ def predict(
     encode: Callable | None = None,
     columns: slice | None = None,
     precision: str = "auto",
+    only_columns: bool = False,
 ) -> torch.Tensor:
-    """(N, C) logits over all batches; class features are computed once."""
+    """(N, C) logits over all batches, over `columns` of the classes when given; class features are
+    computed once, for every class then cut to `columns` (the path every stored cell took), or with
+    `only_columns` for those classes alone (a multitask cell's validation: one task's of many)."""
     was_training = method.training
     method.eval()
     device = method.backbone.device
     dtype = autocast_dtype(precision, device)
     out = []
     with _autocast(device, dtype):
-        cls = method.class_features()  # (C, E)
-        if columns is not None:
-            cls = cls[columns]
+        if only_columns:
+            cls = method.class_features(columns)  # (C, E)
+        else:
+            cls = method.class_features()
+            cls = cls if columns is None else cls[columns]
         for x in batches:
             if encode is not None:
                 x = encode(x)
@@ -318,7 +323,7 @@ def _validator(method, sets: Sequence[Validation], precision: str, encode):
     def validate() -> tuple[float, float]:
         values, losses = [], []
         for v, targets_t in zip(sets, labels, strict=True):
-            logits = predict(method, _chunks(v.inputs, 256), encode, v.columns, precision)
+            logits = predict(method, _chunks(v.inputs, 256), encode, v.columns, precision, len(sets) > 1)
             values.append(score(v.metric, logits, v.targets))
             losses.append(float(loss_fn(logits, targets_t)))
         return sum(values) / len(values), sum(losses) / len(losses)

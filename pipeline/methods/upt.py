@@ -99,8 +99,8 @@ class UPT(nn.Module):
         img = F.normalize(self.backbone.encode_image(x, list(visual), self.gates).float(), dim=-1)
         return img, cls
 
-    def class_features(self) -> torch.Tensor:
-        return self._features(None)[1]  # (C, E)
+    def class_features(self, classes: slice | None = None) -> torch.Tensor:
+        return self._features(None, classes)[1]  # (C, E)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._features(x, text=False)[0]  # (B, E); the text side is not run

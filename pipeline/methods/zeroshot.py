@@ -27,14 +27,14 @@ class ZeroShot(nn.Module):
         self.backbone = backbone
         self.register_buffer("text", template_features(backbone, classnames, config.template))
 
-    def class_features(self) -> torch.Tensor:
-        return self.text  # (C, E)
+    def class_features(self, classes: slice | None = None) -> torch.Tensor:
+        return self.text if classes is None else self.text[classes]  # (C, E)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x.float(), dim=-1)  # x: (B, E) cached raw features
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.logit_scale * self.image_features(x) @ self.class_features().T  # (B, C)
+    def logits(self, x: torch.Tensor, classes: slice | None = None) -> torch.Tensor:
+        return self.backbone.logit_scale * self.image_features(x) @ self.class_features(classes).T
 
     def prompt_state(self) -> dict:
         return make_state(self.name, {})
