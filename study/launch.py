@@ -88,6 +88,7 @@ def check_folder(spec: StudySpec, store: Store, backbone_id: str | None = None) 
             f"classes merged by name) that this version does not compute (protocol {IDENTITY_VERSION}); "
             f"use --name NEW for a new study"
         )
+    _check_choice_sizes(spec, meta, store.location)
     old, new = meta.get("identity", {}), _identity(spec)
     stored_id = meta.get("backbone_identity")
     if backbone_id is not None and stored_id is not None and stored_id != backbone_id:
@@ -113,6 +114,19 @@ def check_folder(spec: StudySpec, store: Store, backbone_id: str | None = None) 
                 f"{store.location}: '{key}' differs from the stored study's "
                 f"({old.get(key)!r} -> {new[key]!r}), which would change its cells' identity; "
                 f"use --name NEW for a new study"
+            )
+
+
+def _check_choice_sizes(spec: StudySpec, meta: dict, location: str) -> None:
+    """A multisource policy's k and the number of groups name no cell, but the stored cells of a
+    policy were chosen with them: another value would mix two choices under one policy's name."""
+    stored, now = meta.get("spec", {}), spec.to_dict()
+    for section, key in (("multisource", "k"), ("groups", "n_groups")):
+        old, new = stored.get(section, {}).get(key), now.get(section, {}).get(key)
+        if old is not None and new is not None and old != new:
+            raise MvlptError(
+                f"{location}: '{section}.{key}' differs from the stored study's ({old} -> {new}), which "
+                f"would mix cells chosen both ways under one policy; use --name NEW for a new study"
             )
 
 

@@ -131,3 +131,19 @@ def test_a_spec_names_its_policies_and_the_cells_they_read(tmp_path):
         _spec(groups={"by": ["visual"], "n_groups": 0})
     with pytest.raises(MvlptError, match="unknown value 'multitask'"):
         _spec(stages=["single", "multitask"])
+
+
+def test_a_folder_refuses_another_k_or_number_of_groups_but_takes_more_policies(tmp_path):
+    from collections import Counter
+
+    from study.launch import check_folder, write_meta
+
+    store = Store(tmp_path / "choose")
+    store.create()
+    write_meta(_spec(), store, Counter(), None)
+    more = {"policies": ["all", "random_k", "top_k:gain", "top_k:visual", "top_k:label"], "k": 2}
+    check_folder(_spec(multisource=more), store)  # a policy more: new cells, none of them mixed
+    with pytest.raises(MvlptError, match=r"'multisource.k' differs from the stored study's \(2 -> 3\)"):
+        check_folder(_spec(multisource={**more, "k": 3}), store)
+    with pytest.raises(MvlptError, match=r"'groups.n_groups' differs"):
+        check_folder(_spec(groups={"by": ["gain"], "n_groups": 3}), store)
