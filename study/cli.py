@@ -49,6 +49,17 @@ def _json_safe(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
+def _task_set(args) -> tuple[str | None, tuple[str, ...]]:
+    """(stage, tasks) of `mvlpt cell --sources` (multisource) or `--group` (groups); else (None, ())."""
+    if args.sources and args.group:
+        raise SystemExit(
+            "mvlpt: error: --sources (a multisource cell) and --group (a groups cell) exclude each other"
+        )
+    if args.sources:
+        return "multisource", args.sources
+    return ("groups", args.group) if args.group else (None, ())
+
+
 def cmd_cell(args) -> int:
     """Run one cell and print its result."""
     from pipeline.cell import make_cell
@@ -63,12 +74,7 @@ def cmd_cell(args) -> int:
         "precision": args.precision,
     }
     recipe = dataclasses.replace(Recipe(), **{k: v for k, v in recipe_overrides.items() if v is not None})
-    if args.sources and args.group:
-        raise SystemExit(
-            "mvlpt: error: --sources (a multisource cell) and --group (a groups cell) exclude each other"
-        )
-    tasks = args.sources or args.group or ()
-    stage = "multisource" if args.sources else "groups" if args.group else None
+    stage, tasks = _task_set(args)
     cell = make_cell(
         args.method,
         args.target,

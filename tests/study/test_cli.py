@@ -277,6 +277,8 @@ def test_the_elevater_grid_counts_print_without_its_data(capsys, tmp_path, monke
     monkeypatch.setenv("MVLPT_DATA", str(tmp_path / "no-data-here"))
     assert main(["run", "elevater", "--out", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # 20 zero-shot; 3 methods x 3 seeds x (20 single + 400 pairs x 2 modes)
-    assert "7400 cells" in out and "transfer   coop         2400       0    2400" in out
+    # 20 zero-shot; 3 methods x 3 seeds x (20 single + 400 pairs x 2 modes); then per method and
+    # seed, 20 targets started from a prompt tuned on the 19 other tasks (20 such prompts)
+    assert "7760 cells" in out and "transfer    coop         2400       0    2400" in out
+    assert "multitask   coop           60" in out and "multisource coop           60" in out
     assert not (tmp_path / "elevater").exists()  # a dry run writes nothing

@@ -186,15 +186,20 @@ def test_shipped_default_spec_is_the_full_builtin_grid():
     spec = load_spec(resolve_spec_path(None))
     assert spec.name == "default" and spec.backbone == "builtin" and spec.suite == "builtin"
     assert len(spec.tasks) == 20 and spec.modes == ("joint",) and spec.seeds == (0,)
-    counts = expand(spec).counts()
+    grid = expand(spec)
+    counts = grid.counts()
     assert {m for _, m in counts} == {"zeroshot", "coop", "vpt", "upt"}
-    # 400 pairs at seed 0, and the 30 noise pairs again at seeds 1 and 2
-    assert spec.noise.seeds == (1, 2) and spec.noise.pairs == 30
-    assert all(counts[("transfer", m)] == 400 + 2 * 30 for m in ("coop", "vpt", "upt"))
-    assert all(counts[("single", m)] == 20 * 3 for m in ("coop", "vpt", "upt"))
+    # 400 pairs at seed 0, and the 20 noise pairs again at seed 1
+    assert spec.noise.seeds == (1,) and spec.noise.pairs == 20
+    assert all(counts[("transfer", m)] == 400 + 20 for m in ("coop", "vpt", "upt"))
+    assert all(counts[("single", m)] == 20 * 2 for m in ("coop", "vpt", "upt"))
+    # MVLPT's method on top: 4 source policies per target (k = 3), 5 groups by validation gain
+    assert spec.multisource.policies == ("all", "top_k:prompt", "top_k:gain", "random_k")
+    assert spec.multisource.k == 3 and spec.groups.by == ("gain",) and spec.groups.n_groups == 5
+    assert all(counts[("multisource", m)] + grid.pending[("multisource", m)] == 80 for m in ("coop", "vpt"))
     # the recipe for the small backbone reaches every cell, its step floor included
-    recipes = {c.recipe for c in expand(spec).cells if c.stage != "zeroshot"}
-    assert len(recipes) == 1 and recipes.pop().min_steps == 40
+    recipes = {c.recipe for c in grid.cells if c.stage != "zeroshot"}
+    assert len(recipes) == 1 and recipes.pop().min_steps == 20
 
 
 def test_a_full_disk_loses_nothing_already_stored(tmp_path, monkeypatch):
