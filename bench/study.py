@@ -3,7 +3,7 @@
     python bench/study.py [--spec default] [--methods coop] [--cells 200] [--workers 2]
 
 - in-process: one Python process, a plain loop over run(cell) (one core);
-- ray: `study.schedule.run_cells` on a local Ray instance with --workers CPUs (start-up timed apart);
+- ray: `study.schedule.run_plan` on a local Ray instance with --workers CPUs (start-up timed apart);
 - pool: multiprocessing.Pool(--workers) mapping run(cell), each worker keeping its caches;
 - process per cell: `mvlpt cell` in a fresh Python process per cell, --workers at a time (how the
   paper's shell loops ran).
@@ -90,19 +90,19 @@ def way_pool(cells, location: str, workers: int) -> float:
 
 def way_ray(cells, location: str, workers: int, study: str) -> tuple[float, float]:
     start = time.perf_counter()
-    from study.schedule import run_cells, start_ray
+    from study.grid import Grid
+    from study.plan import build_plan
+    from study.schedule import run_plan, start_ray
+    from study.store import Store
 
     ray = start_ray(None, workers)
     startup = time.perf_counter() - start
-    from pipeline.cell import cell_id
-    from study.store import Store
-
     # as `mvlpt run` does, the cell ids come from planning the grid (what is done, what to run),
     # which the other ways skip: they run the list without looking at a store
-    ids = {cell: cell_id(cell) for cell in cells}
+    plan = build_plan(Grid(tuple(cells)), set())
     Store(location).create()
     start = time.perf_counter()
-    run_cells(study, location, [list(cells)], {"cpu": 1}, show_progress=False, ids=ids, done=set())
+    run_plan(plan, study, location, {"cpu": 1}, show_progress=False)
     elapsed = time.perf_counter() - start
     ray.shutdown()
     return elapsed, startup

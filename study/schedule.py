@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 import traceback
-from collections import Counter
+from collections.abc import Callable
 
 from pipeline.cell import Cell
 from pipeline.errors import MvlptError, first_line
@@ -87,18 +87,36 @@ def run_one(job: Job, i: int, node: str) -> str:
         return "failed"
 
 
-_JOBS: dict[str, Job] = {}  # per worker: the launch's job is fetched and unpickled once
+_JOBS: dict[int, Job] = {}  # per worker: each round's job is fetched and unpickled once
 
 
-def _trial(config: dict, job_ref: list) -> dict:
+def _trial(config: dict, board) -> dict:
     import ray
 
-    key = job_ref[0].hex()
+    key = config["round"]
     if key not in _JOBS:
-        _JOBS.clear()
-        _JOBS[key] = ray.get(job_ref[0])
+        _JOBS[key] = ray.get(board.get.remote(key))
     node = ray.get_runtime_context().get_node_id()[:12]
     return {"status": run_one(_JOBS[key], config["i"], node)}
+
+
+def _job_board():
+    """An actor that holds each round's job: the rounds of a launch are planned while it runs, so
+    trials fetch their round's cells from it rather than from a reference fixed at the start."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class JobBoard:
+        def __init__(self):
+            self.jobs = {}
+
+        def put(self, key: int, job: Job) -> None:
+            self.jobs[key] = job
+
+        def get(self, key: int) -> Job:
+            return self.jobs[key]
+
+    return JobBoard.remote()
 
 
 class _Progress:
@@ -109,6 +127,11 @@ class _Progress:
 
         self.bar = tqdm(total=total, initial=done, unit="cell", dynamic_ncols=True, smoothing=0.05)
         self.start, self.first, self.failed = time.monotonic(), done, 0
+
+    def grow(self, n: int) -> None:
+        """n more cells to run: a later round of the launch."""
+        self.bar.total += n
+        self.bar.refresh()
 
     def step(self, failed: bool) -> None:
         self.failed += failed
@@ -131,33 +154,48 @@ def _callback(progress: _Progress):
     return ProgressCallback()
 
 
-def _in_plan_order(job: Job, done: frozenset[str]):
-    """A Tune searcher that hands out the job's cells in plan order, each as soon as the cells it
-    starts from have finished: one Tune run for the whole plan, so its trial actors (and the
-    backbone and features they hold) live from the first cell to the last, and no slot waits for
-    a whole stage to end before the next stage's cells may start."""
+def _in_plan_order(first: Job, done: frozenset[str], board, more, progress):
+    """A Tune searcher that hands out the cells of a launch in plan order, each as soon as the cells
+    it starts from have finished: one Tune run for the whole launch, so its trial actors (and the
+    backbone and features they hold) live from the first cell to the last, and no slot waits for a
+    whole stage to end before the next stage's cells may start. When every cell handed out has
+    finished, `more()` may plan another round (the cells whose task sets the finished ones chose)."""
+    import ray
     from ray.tune.search import Searcher
 
     class InPlanOrder(Searcher):
         def __init__(self):
             super().__init__()
-            self.waiting = list(range(len(job.cells)))  # in plan order
+            self.jobs: list[Job] = []
+            self.waiting: list[tuple[int, int]] = []  # (round, cell) in plan order
             self.finished = set(done)  # ids: done before this launch, or finished in it
-            self.running: dict[str, int] = {}
+            self.running: dict[str, tuple[int, int]] = {}
+            self._add(first)
+
+        def _add(self, job: Job) -> None:
+            ray.get(board.put.remote(len(self.jobs), job))
+            self.waiting += [(len(self.jobs), i) for i in range(len(job.cells))]
+            self.jobs.append(job)
 
         def suggest(self, trial_id: str):
-            if not self.waiting:
-                return Searcher.FINISHED
-            for k, i in enumerate(self.waiting):
-                if self.finished.issuperset(job.deps[i]):
+            if not self.waiting and not self.running:
+                job = more()
+                if job is None:
+                    return Searcher.FINISHED
+                self._add(job)
+                if progress:
+                    progress.grow(len(job.cells))
+            for k, (r, i) in enumerate(self.waiting):
+                if self.finished.issuperset(self.jobs[r].deps[i]):
                     del self.waiting[k]
-                    self.running[trial_id] = i
-                    return {"i": i}
+                    self.running[trial_id] = (r, i)
+                    return {"round": r, "i": i}
             return None  # every waiting cell needs one that is still running
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             # failed or not: a cell whose source failed runs, and fails with the missing prompt
-            self.finished.add(job.ids[self.running.pop(trial_id)])
+            r, i = self.running.pop(trial_id)
+            self.finished.add(self.jobs[r].ids[i])
 
     return InPlanOrder()
 
@@ -210,46 +248,63 @@ def start_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
+def _job(plan: Plan, cells: list[Cell], study: str, location: str, cpu: float, gpu: float, cache_dir) -> Job:
+    return Job(
+        study=study,
+        location=location,
+        cells=tuple(cells),
+        ids=tuple(plan.ids[c] for c in cells),
+        deps=tuple(plan.deps(c) for c in cells),
+        threads=max(1, int(cpu)),
+        device="cuda" if gpu > 0 else "cpu",
+        cache_dir=cache_dir,
+    )
+
+
 def run_plan(
     plan: Plan,
     study: str,
     location: str,
     resources: dict,
     *,
-    skip: frozenset[str] = frozenset(),
+    replan: Callable[[], Plan] | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
     cache_dir: str | None = None,
     show_progress: bool = True,
-) -> Counter:
-    """Run every cell of the plan that is not done (nor in `skip`), each once the cells it starts
-    from are done. -> status counts."""
+) -> Plan:
+    """Run every cell of the plan that is not done, each once the cells it starts from are done.
+    When they have all finished, `replan()` may plan cells that the finished ones made choosable;
+    those run in the same Tune run, and so on until a plan brings nothing new (a cell that failed
+    is not tried again: the next launch retries it). -> the last plan."""
     ray = start_ray(address, num_cpus)
     from ray import tune
 
     cpu, gpu, slots = _trial_resources(ray.cluster_resources(), resources, address)
-    cells = tuple(plan.todo(skip))
+    cells = plan.todo()
     progress = _Progress(len(plan.cells), len(plan.cells) - len(cells)) if show_progress else None
-    trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
+    tried = {plan.ids[c] for c in cells}
+    last = [plan]
+
+    def more() -> Job | None:
+        if replan is None or not last[-1].pending:
+            return None
+        last.append(replan())
+        new = last[-1].todo(frozenset(tried))
+        tried.update(last[-1].ids[c] for c in new)
+        return _job(last[-1], new, study, location, cpu, gpu, cache_dir) if new else None
+
     if cells:
-        job = Job(
-            study=study,
-            location=location,
-            cells=cells,
-            ids=tuple(plan.ids[c] for c in cells),
-            deps=tuple(plan.deps(c) for c in cells),
-            threads=max(1, int(cpu)),
-            device="cuda" if gpu > 0 else "cpu",
-            cache_dir=cache_dir,
-        )
+        board = _job_board()
+        first = _job(plan, cells, study, location, cpu, gpu, cache_dir)
         with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
             tuner = tune.Tuner(
-                # the job (every cell to run) goes to the object store once; a trial gets a
-                # reference to it, so a worker unpickles it once rather than once per trial
-                tune.with_parameters(trainable, job_ref=[ray.put(job)]),
+                # each round's job (its cells) goes to the board actor once; a worker fetches and
+                # unpickles it once rather than once per trial
+                tune.with_parameters(tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}), board=board),
                 tune_config=tune.TuneConfig(
-                    search_alg=_in_plan_order(job, plan.done | skip),
-                    num_samples=len(cells),
+                    search_alg=_in_plan_order(first, plan.done, board, more, progress),
+                    num_samples=-1,  # until the searcher has no cell left to hand out
                     reuse_actors=True,
                     max_concurrent_trials=slots,
                 ),
@@ -264,7 +319,7 @@ def run_plan(
             tuner.fit()
     if progress:
         progress.close()
-    return plan.counts(Store(location).status_of())
+    return last[-1]
 
 
 def _trial_resources(cluster: dict, resources: dict, address: str | None) -> tuple[float, float, int]:
