@@ -87,22 +87,26 @@ def run_one(job: Job, i: int, node: str) -> str:
         return "failed"
 
 
-_JOBS: dict[int, Job] = {}  # per worker: each round's job is fetched and unpickled once
+_JOBS: dict[tuple[str, int], Job] = {}  # per worker: each round's job is fetched and unpickled once
 
 
-def _trial(config: dict, board) -> dict:
+def _trial(config: dict, job_ref: list, board: str) -> dict:
+    """Run the trial's cell: round 0's job came with the trainable, a later round's is fetched from
+    the launch's job board (a named actor, started only when a launch has a second round)."""
     import ray
 
-    key = config["round"]
+    key = (board, config["round"])
     if key not in _JOBS:
-        _JOBS[key] = ray.get(board.get.remote(key))
+        if len(_JOBS) > 8:
+            _JOBS.clear()
+        ref = job_ref[0] if config["round"] == 0 else ray.get_actor(board).get.remote(config["round"])
+        _JOBS[key] = ray.get(ref)
     node = ray.get_runtime_context().get_node_id()[:12]
     return {"status": run_one(_JOBS[key], config["i"], node)}
 
 
-def _job_board():
-    """An actor that holds each round's job: the rounds of a launch are planned while it runs, so
-    trials fetch their round's cells from it rather than from a reference fixed at the start."""
+def _job_board(name: str):
+    """A named actor that holds the jobs of a launch's later rounds, planned while it runs."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -116,7 +120,7 @@ def _job_board():
         def get(self, key: int) -> Job:
             return self.jobs[key]
 
-    return JobBoard.remote()
+    return JobBoard.options(name=name).remote()
 
 
 class _Progress:
@@ -154,7 +158,7 @@ def _callback(progress: _Progress):
     return ProgressCallback()
 
 
-def _in_plan_order(first: Job, done: frozenset[str], board, more, progress):
+def _in_plan_order(first: Job, done: frozenset[str], board: str, more, progress):
     """A Tune searcher that hands out the cells of a launch in plan order, each as soon as the cells
     it starts from have finished: one Tune run for the whole launch, so its trial actors (and the
     backbone and features they hold) live from the first cell to the last, and no slot waits for a
@@ -170,10 +174,13 @@ def _in_plan_order(first: Job, done: frozenset[str], board, more, progress):
             self.waiting: list[tuple[int, int]] = []  # (round, cell) in plan order
             self.finished = set(done)  # ids: done before this launch, or finished in it
             self.running: dict[str, tuple[int, int]] = {}
+            self.board = None
             self._add(first)
 
         def _add(self, job: Job) -> None:
-            ray.get(board.put.remote(len(self.jobs), job))
+            if self.jobs:  # round 0's job travels with the trainable
+                self.board = self.board or _job_board(board)
+                ray.get(self.board.put.remote(len(self.jobs), job))
             self.waiting += [(len(self.jobs), i) for i in range(len(job.cells))]
             self.jobs.append(job)
 
@@ -295,13 +302,19 @@ def run_plan(
         return _job(last[-1], new, study, location, cpu, gpu, cache_dir) if new else None
 
     if cells:
-        board = _job_board()
+        import uuid
+
+        board = f"mvlpt-jobs-{uuid.uuid4().hex}"
         first = _job(plan, cells, study, location, cpu, gpu, cache_dir)
         with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
             tuner = tune.Tuner(
-                # each round's job (its cells) goes to the board actor once; a worker fetches and
+                # each round's job (its cells) goes to the object store once; a worker fetches and
                 # unpickles it once rather than once per trial
-                tune.with_parameters(tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}), board=board),
+                tune.with_parameters(
+                    tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}),
+                    job_ref=[ray.put(first)],
+                    board=board,
+                ),
                 tune_config=tune.TuneConfig(
                     search_alg=_in_plan_order(first, plan.done, board, more, progress),
                     num_samples=-1,  # until the searcher has no cell left to hand out
