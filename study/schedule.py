@@ -306,33 +306,38 @@ def run_plan(
 
         board = f"mvlpt-jobs-{uuid.uuid4().hex}"
         first = _job(plan, cells, study, location, cpu, gpu, cache_dir)
-        with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
-            tuner = tune.Tuner(
-                # each round's job (its cells) goes to the object store once; a worker fetches and
-                # unpickles it once rather than once per trial
-                tune.with_parameters(
-                    tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}),
-                    job_ref=[ray.put(first)],
-                    board=board,
-                ),
-                tune_config=tune.TuneConfig(
-                    search_alg=_in_plan_order(first, plan.done, board, more, progress),
-                    num_samples=-1,  # until the searcher has no cell left to hand out
-                    reuse_actors=True,
-                    max_concurrent_trials=slots,
-                ),
-                run_config=tune.RunConfig(
-                    name=f"{study}-{int(time.time())}",
-                    storage_path=ray_dir,
-                    verbose=0,
-                    callbacks=[_callback(progress)] if progress else [],
-                    failure_config=tune.FailureConfig(max_failures=0),
-                ),
-            )
-            tuner.fit()
+        # round 0's job goes to the object store once, with the trainable; a worker fetches and
+        # unpickles each round's job once rather than once per trial
+        trainable = tune.with_parameters(
+            tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}), job_ref=[ray.put(first)], board=board
+        )
+        _fit(trainable, _in_plan_order(first, plan.done, board, more, progress), slots, study, progress)
     if progress:
         progress.close()
     return last[-1]
+
+
+def _fit(trainable, searcher, slots: int, study: str, progress) -> None:
+    """One Tune run of the searcher's trials, `slots` at a time, in a temporary experiment folder."""
+    from ray import tune
+
+    with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
+        tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=-1,  # until the searcher has no cell left to hand out
+                reuse_actors=True,
+                max_concurrent_trials=slots,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{study}-{int(time.time())}",
+                storage_path=ray_dir,
+                verbose=0,
+                callbacks=[_callback(progress)] if progress else [],
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        ).fit()
 
 
 def _trial_resources(cluster: dict, resources: dict, address: str | None) -> tuple[float, float, int]:
