@@ -327,23 +327,22 @@ def launch(
         plan = replan(spec, store)
     from study.schedule import run_plan
 
-    def next_round() -> Plan:
-        # the finished cells may choose the sets of pending ones: plan again; the scheduler runs
-        # what is new, in the same Tune run
-        fresh = replan(spec, store)
-        write_meta(spec, store, fresh.grid_counts(), None, backbone_id)
-        return fresh
-
-    plan = run_plan(
-        plan,
-        spec.name,
-        store.location,
-        dataclasses.asdict(spec.resources),
-        replan=next_round,
-        address=address,
-        num_cpus=num_cpus,
-        cache_dir=cache_dir,
-        show_progress=show_progress,
-    )
+    tried: set[str] = set()  # a cell that fails is retried by the next launch, not by the next round
+    while todo := plan.todo(frozenset(tried)):
+        run_plan(
+            plan,
+            spec.name,
+            store.location,
+            dataclasses.asdict(spec.resources),
+            skip=frozenset(tried),
+            address=address,
+            num_cpus=num_cpus,
+            cache_dir=cache_dir,
+            show_progress=show_progress,
+        )
+        tried |= {plan.ids[c] for c in todo}
+        # the finished cells may choose the sets of pending ones: plan again, run what is new
+        plan = replan(spec, store) if plan.pending else plan
+        write_meta(spec, store, plan.grid_counts(), None, backbone_id)
     write_embeddings(spec, store, cache_dir)  # now with the learned prompts of the single cells
     return Launch(store.location, plan, plan.counts(store.status_of()))

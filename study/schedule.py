@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections import Counter
 
 from pipeline.cell import Cell
 from pipeline.errors import MvlptError, first_line
@@ -87,40 +87,18 @@ def run_one(job: Job, i: int, node: str) -> str:
         return "failed"
 
 
-_JOBS: dict[tuple[str, int], Job] = {}  # per worker: each round's job is fetched and unpickled once
+_JOBS: dict[str, Job] = {}  # per worker: the launch's job is fetched and unpickled once
 
 
-def _trial(config: dict, job_ref: list, board: str) -> dict:
-    """Run the trial's cell: round 0's job came with the trainable, a later round's is fetched from
-    the launch's job board (a named actor, started only when a launch has a second round)."""
+def _trial(config: dict, job_ref: list) -> dict:
     import ray
 
-    key = (board, config["round"])
+    key = job_ref[0].hex()
     if key not in _JOBS:
-        if len(_JOBS) > 8:
-            _JOBS.clear()
-        ref = job_ref[0] if config["round"] == 0 else ray.get_actor(board).get.remote(config["round"])
-        _JOBS[key] = ray.get(ref)
+        _JOBS.clear()
+        _JOBS[key] = ray.get(job_ref[0])
     node = ray.get_runtime_context().get_node_id()[:12]
     return {"status": run_one(_JOBS[key], config["i"], node)}
-
-
-def _job_board(name: str):
-    """A named actor that holds the jobs of a launch's later rounds, planned while it runs."""
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class JobBoard:
-        def __init__(self):
-            self.jobs = {}
-
-        def put(self, key: int, job: Job) -> None:
-            self.jobs[key] = job
-
-        def get(self, key: int) -> Job:
-            return self.jobs[key]
-
-    return JobBoard.options(name=name).remote()
 
 
 class _Progress:
@@ -131,11 +109,6 @@ class _Progress:
 
         self.bar = tqdm(total=total, initial=done, unit="cell", dynamic_ncols=True, smoothing=0.05)
         self.start, self.first, self.failed = time.monotonic(), done, 0
-
-    def grow(self, n: int) -> None:
-        """n more cells to run: a later round of the launch."""
-        self.bar.total += n
-        self.bar.refresh()
 
     def step(self, failed: bool) -> None:
         self.failed += failed
@@ -158,51 +131,33 @@ def _callback(progress: _Progress):
     return ProgressCallback()
 
 
-def _in_plan_order(first: Job, done: frozenset[str], board: str, more, progress):
-    """A Tune searcher that hands out the cells of a launch in plan order, each as soon as the cells
-    it starts from have finished: one Tune run for the whole launch, so its trial actors (and the
-    backbone and features they hold) live from the first cell to the last, and no slot waits for a
-    whole stage to end before the next stage's cells may start. When every cell handed out has
-    finished, `more()` may plan another round (the cells whose task sets the finished ones chose)."""
-    import ray
+def _in_plan_order(job: Job, done: frozenset[str]):
+    """A Tune searcher that hands out the job's cells in plan order, each as soon as the cells it
+    starts from have finished: one Tune run for the whole plan, so its trial actors (and the
+    backbone and features they hold) live from the first cell to the last, and no slot waits for
+    a whole stage to end before the next stage's cells may start."""
     from ray.tune.search import Searcher
 
     class InPlanOrder(Searcher):
         def __init__(self):
             super().__init__()
-            self.jobs: list[Job] = []
-            self.waiting: list[tuple[int, int]] = []  # (round, cell) in plan order
+            self.waiting = list(range(len(job.cells)))  # in plan order
             self.finished = set(done)  # ids: done before this launch, or finished in it
-            self.running: dict[str, tuple[int, int]] = {}
-            self.board = None
-            self._add(first)
-
-        def _add(self, job: Job) -> None:
-            if self.jobs:  # round 0's job travels with the trainable
-                self.board = self.board or _job_board(board)
-                ray.get(self.board.put.remote(len(self.jobs), job))
-            self.waiting += [(len(self.jobs), i) for i in range(len(job.cells))]
-            self.jobs.append(job)
+            self.running: dict[str, int] = {}
 
         def suggest(self, trial_id: str):
-            if not self.waiting and not self.running:
-                job = more()
-                if job is None:
-                    return Searcher.FINISHED
-                self._add(job)
-                if progress:
-                    progress.grow(len(job.cells))
-            for k, (r, i) in enumerate(self.waiting):
-                if self.finished.issuperset(self.jobs[r].deps[i]):
+            if not self.waiting:
+                return Searcher.FINISHED
+            for k, i in enumerate(self.waiting):
+                if self.finished.issuperset(job.deps[i]):
                     del self.waiting[k]
-                    self.running[trial_id] = (r, i)
-                    return {"round": r, "i": i}
+                    self.running[trial_id] = i
+                    return {"i": i}
             return None  # every waiting cell needs one that is still running
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             # failed or not: a cell whose source failed runs, and fails with the missing prompt
-            r, i = self.running.pop(trial_id)
-            self.finished.add(self.jobs[r].ids[i])
+            self.finished.add(job.ids[self.running.pop(trial_id)])
 
     return InPlanOrder()
 
@@ -255,89 +210,61 @@ def start_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
-def _job(plan: Plan, cells: list[Cell], study: str, location: str, cpu: float, gpu: float, cache_dir) -> Job:
-    return Job(
-        study=study,
-        location=location,
-        cells=tuple(cells),
-        ids=tuple(plan.ids[c] for c in cells),
-        deps=tuple(plan.deps(c) for c in cells),
-        threads=max(1, int(cpu)),
-        device="cuda" if gpu > 0 else "cpu",
-        cache_dir=cache_dir,
-    )
-
-
 def run_plan(
     plan: Plan,
     study: str,
     location: str,
     resources: dict,
     *,
-    replan: Callable[[], Plan] | None = None,
+    skip: frozenset[str] = frozenset(),
     address: str | None = None,
     num_cpus: int | None = None,
     cache_dir: str | None = None,
     show_progress: bool = True,
-) -> Plan:
-    """Run every cell of the plan that is not done, each once the cells it starts from are done.
-    When they have all finished, `replan()` may plan cells that the finished ones made choosable;
-    those run in the same Tune run, and so on until a plan brings nothing new (a cell that failed
-    is not tried again: the next launch retries it). -> the last plan."""
+) -> Counter:
+    """Run every cell of the plan that is not done (nor in `skip`), each once the cells it starts
+    from are done. -> status counts."""
     ray = start_ray(address, num_cpus)
     from ray import tune
 
     cpu, gpu, slots = _trial_resources(ray.cluster_resources(), resources, address)
-    cells = plan.todo()
+    cells = tuple(plan.todo(skip))
     progress = _Progress(len(plan.cells), len(plan.cells) - len(cells)) if show_progress else None
-    tried = {plan.ids[c] for c in cells}
-    last = [plan]
-
-    def more() -> Job | None:
-        if replan is None or not last[-1].pending:
-            return None
-        last.append(replan())
-        new = last[-1].todo(frozenset(tried))
-        tried.update(last[-1].ids[c] for c in new)
-        return _job(last[-1], new, study, location, cpu, gpu, cache_dir) if new else None
-
+    trainable = tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu})
     if cells:
-        import uuid
-
-        board = f"mvlpt-jobs-{uuid.uuid4().hex}"
-        first = _job(plan, cells, study, location, cpu, gpu, cache_dir)
-        # round 0's job goes to the object store once, with the trainable; a worker fetches and
-        # unpickles each round's job once rather than once per trial
-        trainable = tune.with_parameters(
-            tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}), job_ref=[ray.put(first)], board=board
+        job = Job(
+            study=study,
+            location=location,
+            cells=cells,
+            ids=tuple(plan.ids[c] for c in cells),
+            deps=tuple(plan.deps(c) for c in cells),
+            threads=max(1, int(cpu)),
+            device="cuda" if gpu > 0 else "cpu",
+            cache_dir=cache_dir,
         )
-        _fit(trainable, _in_plan_order(first, plan.done, board, more, progress), slots, study, progress)
+        with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
+            tuner = tune.Tuner(
+                # the job (every cell to run) goes to the object store once; a trial gets a
+                # reference to it, so a worker unpickles it once rather than once per trial
+                tune.with_parameters(trainable, job_ref=[ray.put(job)]),
+                tune_config=tune.TuneConfig(
+                    search_alg=_in_plan_order(job, plan.done | skip),
+                    num_samples=len(cells),
+                    reuse_actors=True,
+                    max_concurrent_trials=slots,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"{study}-{int(time.time())}",
+                    storage_path=ray_dir,
+                    verbose=0,
+                    callbacks=[_callback(progress)] if progress else [],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            tuner.fit()
     if progress:
         progress.close()
-    return last[-1]
-
-
-def _fit(trainable, searcher, slots: int, study: str, progress) -> None:
-    """One Tune run of the searcher's trials, `slots` at a time, in a temporary experiment folder."""
-    from ray import tune
-
-    with tempfile.TemporaryDirectory(prefix="mvlpt-ray-") as ray_dir:
-        tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                num_samples=-1,  # until the searcher has no cell left to hand out
-                reuse_actors=True,
-                max_concurrent_trials=slots,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{study}-{int(time.time())}",
-                storage_path=ray_dir,
-                verbose=0,
-                callbacks=[_callback(progress)] if progress else [],
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        ).fit()
+    return plan.counts(Store(location).status_of())
 
 
 def _trial_resources(cluster: dict, resources: dict, address: str | None) -> tuple[float, float, int]:
