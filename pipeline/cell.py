@@ -22,9 +22,18 @@ LABEL_SPACES = ("per_task", "union")
 # Joint mode: `paired` takes the target's single-cell batches step for step plus as many source
 # images; `concat` shuffles one concatenation of both and counts epochs over both (the reference's).
 JOINT_SAMPLINGS = ("paired", "concat")
-# 2: validation shots held out of training, per-task label slots, label_space and joint_sampling.
-# Cells of version 1 computed other numbers: a study folder of version 1 is not resumed.
-IDENTITY_VERSION = 2
+# A multitask cell's steps: `per_task` (each task of the set gets its single cell's batches, the
+# reference's epochs counted over all the set's shots) or `equal` (one single cell's steps for the
+# whole set: a named control).
+BUDGETS = ("per_task", "equal")
+# What each protocol changed; cells of an earlier one computed other numbers, so a study folder of
+# an earlier protocol is not resumed.
+PROTOCOLS = {
+    2: "validation shots held out of training, per-task label slots, label_space and joint_sampling",
+    3: "the kept checkpoint chosen among trained ones (recipe.selection), the joint diagonal as the "
+    "self control, multitask prompts on a per-task budget",
+}
+IDENTITY_VERSION = max(PROTOCOLS)
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class Cell:
     # groups: the group the target belongs to. Sorted; () for the other stages.
     tasks: tuple[str, ...] = ()
     policy: str | None = None  # multisource and groups: the rule that chose `tasks` (a label)
+    budget: str | None = None  # set stages only (BUDGETS); None there means the first of BUDGETS
 
     def __post_init__(self):
         object.__setattr__(self, "method_config", tuple(sorted(dict(self.method_config).items())))
@@ -80,9 +90,13 @@ class Cell:
 
     def _check_task_set(self) -> None:
         if self.stage not in SET_STAGES:
-            if self.tasks or self.policy is not None:
-                raise MvlptError(f"a {self.stage} cell takes no task set or policy")
+            if self.tasks or self.policy is not None or self.budget is not None:
+                raise MvlptError(f"a {self.stage} cell takes no task set, policy or budget")
             return
+        if self.budget is None:
+            object.__setattr__(self, "budget", BUDGETS[0])
+        elif self.budget not in BUDGETS:
+            raise MvlptError(f"unknown budget '{self.budget}' (known: {', '.join(BUDGETS)})")
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise MvlptError(f"a {self.stage} cell needs a set of distinct tasks, got {list(self.tasks)}")
         if self.stage == "multitask":
@@ -179,6 +193,8 @@ def cell_id(cell: Cell) -> str:
         payload["target"] = resolve_task(cell.target).identity
     if cell.stage in ("multisource", "groups"):
         payload.update(policy=cell.policy, depends_on=[cell_id(d) for d in dependencies(cell)])
+    if cell.stage == "multitask":
+        payload["budget"] = cell.budget
     if cell.stage != "zeroshot":  # zero-shot reads the whole test split: no sample, no training
         payload.update(shots=cell.shots, seed=cell.seed, recipe=dataclasses.asdict(cell.recipe))
     if cell.stage == "transfer":

@@ -175,6 +175,8 @@ class TrainSet:
     slots: tuple[slice, ...]  # per task, its columns of the joint label space
     label_space: str = "per_task"  # LABEL_SPACES: softmax over the image's own task, or over all
     sampling: str = "paired"  # JOINT_SAMPLINGS, or "set": a multitask cell, every task alike
+    budget: str = "equal"  # a multitask cell's steps (BUDGETS in pipeline.cell): see set_batches
+    mirror: bool = False  # the self control: task 1 is a copy of the target, batched with it
 
     @classmethod
     def single(cls, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> TrainSet:
@@ -190,14 +192,18 @@ class TrainSet:
         return torch.bincount(self.task, minlength=len(self.slots)).tolist()
 
 
-def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampling: str):
+def epoch_batches(
+    n_target: int, n_source: int, recipe: Recipe, seed: int, sampling: str, mirror: bool = False
+):
     """The batches of every epoch, as index tensors into a TrainSet (target first, then sources).
 
     Without sources, and in `paired` sampling, the target's batches are those of its single cell:
     one seeded permutation of its images per epoch, over epochs_for(recipe, n_target) epochs;
     `paired` appends to each batch as many source images, drawn by a second seeded stream that
-    walks through permutations of the source images. `concat` shuffles all images together and
-    counts epochs over all of them. (A multitask cell's batches: set_batches.)
+    walks through permutations of the source images. `mirror` (the `self` control: the source is a
+    copy of the target) appends instead the copies of the batch's own images, so the step counts its
+    batch twice and sees nothing new. `concat` shuffles all images together and counts epochs over
+    all of them. (A multitask cell's batches: set_batches.)
     """
     order_rng = torch.Generator().manual_seed(seed)
     if sampling == "concat" and n_source:
@@ -212,7 +218,9 @@ def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampl
     for _ in range(epochs_for(recipe, n_target)):
         batches = []
         for batch in torch.randperm(n_target, generator=order_rng).split(recipe.batch_size):
-            if n_source:
+            if mirror and n_source:
+                batch = torch.cat([batch, batch + n_target])
+            elif n_source:
                 while len(stream) < len(batch):
                     stream += (n_target + torch.randperm(n_source, generator=source_rng)).tolist()
                 drawn, stream = stream[: len(batch)], stream[len(batch) :]
@@ -222,23 +230,56 @@ def epoch_batches(n_target: int, n_source: int, recipe: Recipe, seed: int, sampl
     return epochs
 
 
-def set_batches(sizes: Sequence[int], recipe: Recipe, seed: int):
-    """A multitask cell's batches (its tasks' images one after the other, `sizes` of them): the
-    epochs and steps of a single cell of the tasks' mean size, every batch from one task.
+def _task_streams(sizes: Sequence[int], recipe: Recipe, seed: int) -> list[list[torch.Tensor]]:
+    """Per task of a set, its single cell's batches in order (epochs_for its size, one seeded
+    permutation an epoch), as index tensors into the set's images."""
+    order_rng = torch.Generator().manual_seed(seed)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+    return [
+        [
+            offsets[k] + part
+            for _ in range(epochs_for(recipe, size))
+            for part in torch.randperm(size, generator=order_rng).split(recipe.batch_size)
+        ]
+        for k, size in enumerate(sizes)
+    ]
 
-    Tasks take turns in seeded rounds (each task once per round, in a drawn order); a task's turn
-    is the next batch of its own seeded permutations, split as its single cell splits them. So a
-    set costs one single cell whatever its size (a step runs the text side for one task's classes),
-    and a set of one task is its single cell batch for batch.
+
+def set_batches(sizes: Sequence[int], recipe: Recipe, seed: int, budget: str = "equal"):
+    """A multitask cell's batches (its tasks' images one after the other, `sizes` of them), every
+    batch from one task, so a step runs the text side for that task's classes only.
+
+    `per_task` (the reference's schedule: epochs counted over all the set's shots): each task gets its
+    single cell's batches, the tasks interleaved so that each is spread evenly over the run (the next
+    step goes to the task least far through its own batches, ties by a seeded order); the steps are
+    cut into as many epochs as a single cell of the tasks' mean size runs. `equal` (a named control):
+    the epochs and steps of one single cell of the tasks' mean size, tasks taking turns in seeded
+    rounds. Under either budget a set of one task is its single cell batch for batch.
     """
+    n_mean = max(1, round(sum(sizes) / len(sizes)))
+    n_epochs = epochs_for(recipe, n_mean)
+    if budget == "per_task":
+        streams = _task_streams(sizes, recipe, seed)
+        tie = torch.randperm(len(sizes), generator=torch.Generator().manual_seed(seed + (2 << 32))).tolist()
+        done = [0] * len(sizes)
+        steps = []
+        for _ in range(sum(map(len, streams))):
+            k = min(
+                (k for k in range(len(sizes)) if done[k] < len(streams[k])),
+                key=lambda k: ((done[k] + 0.5) / len(streams[k]), tie.index(k)),
+            )
+            steps.append(streams[k][done[k]])
+            done[k] += 1
+        n_epochs = min(n_epochs, len(steps)) if steps else 0
+        cuts = np.linspace(0, len(steps), n_epochs + 1).round().astype(int)
+        return [steps[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     order_rng = torch.Generator().manual_seed(seed)
     turn_rng = torch.Generator().manual_seed(seed + (2 << 32))  # neither the order nor the source stream
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
-    n_mean = max(1, round(sum(sizes) / len(sizes)))
     queues: list[list[torch.Tensor]] = [[] for _ in sizes]
     turns: list[int] = []
     epochs = []
-    for _ in range(epochs_for(recipe, n_mean)):
+    for _ in range(n_epochs):
         batches = []
         for _ in range(math.ceil(n_mean / recipe.batch_size)):
             if not turns:
@@ -297,11 +338,12 @@ def joint_loss(
 
 @dataclass
 class Trained:
-    state: dict  # the best-validation prompt state
-    best_epoch: int  # 0-based; -1 when no epoch ran
+    state: dict  # the selected prompt state
+    best_epoch: int  # 0-based; -1 when no epoch ran (or the start was selected)
     epochs_run: int
     val_value: float
     history: list[float]
+    moved: bool  # whether the selected prompt differs from the one training started from
 
 
 @dataclass(frozen=True)
@@ -357,6 +399,24 @@ def _train_epoch(method, data: TrainSet, batches, optim, scaler, dtype, encode) 
             optim.step()
 
 
+def _better(selection: str, candidate: tuple[float, float], best: tuple[float, float] | None) -> bool:
+    """Whether a checkpoint scored (validation metric, validation loss) replaces the best so far:
+    `val_loss` by the lower loss; otherwise the higher metric, ties to the lower loss, then to the
+    later checkpoint; `last`: always. A NaN metric (no validation set) never blocks a later one."""
+    if best is None or selection == "last":
+        return True
+    (val, loss), (best_val, best_loss) = candidate, best
+    if selection == "val_loss":
+        return loss <= best_loss or math.isnan(best_loss)
+    return (val, -loss) >= (best_val, -best_loss) or math.isnan(best_val)
+
+
+def _moved(start: dict, state: dict) -> bool:
+    """Whether any tensor of a prompt state differs from the start's."""
+    a, b = start["tensors"], state["tensors"]
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
 def train(
     method,
     data: TrainSet,
@@ -365,12 +425,12 @@ def train(
     seed: int,
     encode: Callable | None = None,
 ) -> Trained:
-    """Tune `method` on `data`; keep the prompt with the best validation score.
+    """Tune `method` on `data`; keep the checkpoint that recipe.selection picks (pipeline.recipe).
 
     Validation scores the target's slots only (one Validation over data.slots[0]; a multitask cell:
-    the mean over its tasks), once per epoch of the recipe (and before the first step). Ties on the
-    validation metric go to the lower validation loss, then to the later epoch. `encode` maps a
-    batch of inputs to what method.logits takes (used when features are not cached).
+    the mean over its tasks), once per epoch of the recipe. Only trained checkpoints are candidates,
+    unless the selection is `val_metric_with_start`. `encode` maps a batch of inputs to what
+    method.logits takes (used when features are not cached).
     """
     params = [p for p in method.parameters() if p.requires_grad]
     device = data.inputs.device
@@ -379,29 +439,34 @@ def train(
     sets = [validation] if isinstance(validation, Validation) else list(validation)
     validate = _validator(method, sets, recipe.precision, encode)
 
-    best_val, best_loss = validate()
-    best_state, best_epoch, history = copy.deepcopy(method.prompt_state()), -1, []
+    start = copy.deepcopy(method.prompt_state())
     n_target = data.n_target
     if data.sampling == "set":
-        plan = set_batches(data.sizes(), recipe, seed)
+        plan = set_batches(data.sizes(), recipe, seed, data.budget)
     else:
-        plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling)
-    if not params or not plan:
-        return Trained(best_state, -1, 0, best_val, history)
+        plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling, data.mirror)
+    if not params or not plan or recipe.selection == "val_metric_with_start":
+        best = validate()
+        best_state, best_epoch, history = start, -1, []
+        if not params or not plan:
+            return Trained(best_state, -1, 0, best[0], history, False)
+    else:
+        best, best_state, best_epoch, history = None, start, -1, []
     optim = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     # validate once an epoch of the recipe: when min_steps stretches a small training set over more
-    # (shorter) epochs, every `every` of them, and after the last
+    # (shorter) epochs, every `every` of them, and after the last; `last` validates the last alone
     every = max(1, math.ceil(len(plan) / max(recipe.epochs, 1)))
     method.train()
     for epoch, batches in enumerate(plan):
         for group in optim.param_groups:
             group["lr"] = lr_at(recipe, epoch, len(plan))
         _train_epoch(method, data, batches, optim, scaler, dtype, encode)
-        if (epoch + 1) % every and epoch + 1 < len(plan):
+        final = epoch + 1 == len(plan)
+        if not final and ((epoch + 1) % every or recipe.selection == "last"):
             continue
-        val, val_loss = validate()
-        history.append(val)
-        if (val, -val_loss) >= (best_val, -best_loss) or math.isnan(best_val):
-            best_val, best_loss, best_epoch = val, val_loss, epoch
+        scored = validate()
+        history.append(scored[0])
+        if _better(recipe.selection, scored, best):
+            best, best_epoch = scored, epoch
             best_state = copy.deepcopy(method.prompt_state())
-    return Trained(best_state, best_epoch, len(plan), best_val, history)
+    return Trained(best_state, best_epoch, len(plan), best[0], history, _moved(start, best_state))

@@ -51,6 +51,8 @@ class CellResult:
     label_space: str | None = None
     joint_sampling: str | None = None
     policy: str | None = None
+    budget: str | None = None
+    moved: bool | None = None  # whether the kept prompt differs from its start (None: not tuned)
     prompt_state: dict | None = field(default=None, repr=False)
 
     @classmethod
@@ -96,6 +98,7 @@ def _named_by(cell: Cell, cid: str) -> dict:
         target=cell.target,
         seed=cell.seed,
         policy=cell.policy,
+        budget=cell.budget,
     )
 
 
@@ -145,6 +148,12 @@ class LabelSpace:
         else:
             out[np.arange(len(labels)), slot.start + labels] = 1.0
         return out
+
+
+def is_self_control(cell: Cell) -> bool:
+    """The `self` control: a joint cell whose source is its target (its own batches counted twice,
+    nothing new): what a joint step's size does alone."""
+    return cell.mode == "joint" and cell.source == cell.target
 
 
 def _as_state(source_state):
@@ -240,6 +249,8 @@ def training_set(cell: Cell, tasks, space: LabelSpace, inputs: _Inputs):
         slots=space.slots,
         label_space=cell.label_space or "per_task",
         sampling="set" if cell.stage == "multitask" else cell.joint_sampling or "paired",
+        budget=cell.budget or "equal",
+        mirror=is_self_control(cell),
     )
     return data, validation
 
@@ -274,10 +285,8 @@ def _prepare(cell: Cell, source_state, ctx: Context, device: torch.device) -> _P
     if cell.metric is not None:
         target = dataclasses.replace(target, metric=cell.metric)  # validated against the task here
         tasks[0] = target
-    if cell.mode == "joint":
-        source = resolve_task(cell.source)
-        if source.identity != target.identity:  # the diagonal is the single run
-            tasks.append(source)
+    if cell.mode == "joint":  # the target as its own source (the self control) joins as a copy
+        tasks.append(resolve_task(cell.source))
     cid = cell_id(cell)
     backbone = load_backbone(cell.backbone, device)
     space = LabelSpace.of(tasks)
@@ -319,6 +328,7 @@ def _evaluate(cell: Cell, p: _Prepared, trained, n_train: int, start: float, dev
         n_test=n_test,
         epochs_run=trained.epochs_run if trained else 0,
         best_epoch=trained.best_epoch if trained else -1,
+        moved=trained.moved if trained else None,
         wall_s=time.perf_counter() - start,
         peak_mem_mb=_peak_mem_mb(device),
         device=str(device),

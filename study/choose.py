@@ -47,20 +47,48 @@ def random_k(tasks, k: int, seed: int, target: str) -> tuple[str, ...]:
     return tuple(_rng("random_k", seed, target).sample([t for t in tasks if t != target], k))
 
 
-def cluster(affinity: pd.DataFrame, n_groups: int) -> list[tuple[str, ...]]:
-    """The tasks cut into at most n_groups groups by average-linkage clustering of a symmetrised
-    affinity (higher: closer); groups listed by their first task's place in the task list."""
+def fold_of(tasks, folds: int, seed: int, target: str) -> tuple[str, ...]:
+    """The fold holding `target` when the tasks are dealt into `folds` folds with the seed (the same
+    deal for every method): the `all_but_fold` policy tunes one prompt per fold on the other folds."""
+    order = list(tasks)
+    _rng("folds", seed).shuffle(order)
+    for i in range(folds):
+        fold = tuple(order[i::folds])
+        if target in fold:
+            return fold
+    raise ValueError(f"{target} is not one of the tasks")
+
+
+def double_centred(gain: pd.DataFrame) -> pd.DataFrame:
+    """The pairwise part of a gain matrix: its off-diagonal cells less the mean, each source's and
+    each target's effect (a least-squares additive fit), so that good donors and receptive targets
+    no longer look like affinities. The diagonal is 0."""
+    from analysis.decompose import additive_fit
+
+    *_, resid = additive_fit(gain.to_numpy(float))
+    return pd.DataFrame(np.nan_to_num(resid), index=gain.index, columns=gain.columns)
+
+
+def cluster(affinity: pd.DataFrame, n_groups: int, max_size: int | None = None) -> list[tuple[str, ...]]:
+    """The tasks cut into groups by average-linkage clustering of a symmetrised affinity (higher:
+    closer): the cut into n_groups groups, or the coarsest cut with more where one would exceed
+    `max_size`; groups listed by their first task's place in the task list."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
     names = list(affinity.index)
-    if len(names) == 1 or n_groups >= len(names):
+    max_size = len(names) if max_size is None else max_size
+    if len(names) == 1 or n_groups >= len(names) or max_size <= 1:
         return [(n,) for n in names]
     a = affinity.loc[names, names].to_numpy(float)
     sym = (a + a.T) / 2
     dist = sym.max() - sym
     np.fill_diagonal(dist, 0.0)
-    labels = fcluster(linkage(squareform(dist, checks=False), "average"), n_groups, criterion="maxclust")
+    tree = linkage(squareform(dist, checks=False), "average")
+    for n in range(n_groups, len(names) + 1):
+        labels = fcluster(tree, n, criterion="maxclust")
+        if np.bincount(labels).max() <= max_size:
+            break
     groups: dict[int, list[str]] = {}
     for name, label in zip(names, labels, strict=True):
         groups.setdefault(int(label), []).append(name)
@@ -106,14 +134,17 @@ class Evidence:
             return None
         return top_k(column, k, key[2], target)
 
-    def groups(self, name: str, key: Key, n_groups: int) -> list[tuple[str, ...]] | None:
+    def groups(self, name: str, key: Key, n_groups: int, max_size: int) -> list[tuple[str, ...]] | None:
+        """The tasks clustered by a ranking (validation gains double-centred first), None until every
+        off-diagonal cell of it is known."""
         matrix = self.ranking(name, key)
         if matrix is None:
             return None
         off = matrix.to_numpy(float)[~np.eye(len(matrix), dtype=bool)]
         if np.isnan(off).any():
             return None
-        return cluster(matrix.fillna(0.0), n_groups)
+        affinity = double_centred(matrix) if name == "gain" else matrix.fillna(0.0)
+        return cluster(affinity, n_groups, max_size)
 
 
 def _cells_frame(store: Store) -> pd.DataFrame:

@@ -35,10 +35,13 @@ class Grid:
 
 
 def noise_pairs(spec: StudySpec) -> set[tuple[str, str]]:
-    """The off-diagonal (source, target) pairs that also run at the noise seeds, drawn once for
-    every method with the spec's `noise.draw`."""
+    """The (source, target) pairs that also run at the noise seeds, drawn once for every method with
+    the spec's `noise.draw`: `noise.pairs` off-diagonal pairs, and every source (the self control
+    included) of `noise.targets` targets."""
     pairs = [(s, t) for s in spec.tasks for t in spec.tasks if s != t]
-    return set(random.Random(spec.noise.draw).sample(pairs, spec.noise.pairs))
+    drawn = set(random.Random(spec.noise.draw).sample(pairs, spec.noise.pairs))
+    targets = random.Random(f"targets|{spec.noise.draw}").sample(list(spec.tasks), spec.noise.targets)
+    return drawn | {(s, t) for t in targets for s in spec.tasks}
 
 
 def expand(spec: StudySpec, evidence=None) -> Grid:
@@ -98,6 +101,11 @@ def expand(spec: StudySpec, evidence=None) -> Grid:
     return Grid(tuple(ordered), pending)
 
 
+def max_group_size(n_tasks: int) -> int:
+    """No group above half the tasks (a group of one task when there are fewer than four)."""
+    return max(1, n_tasks // 2)
+
+
 def _add(cells: dict, cell: Cell) -> None:
     for dep in dependencies(cell):
         cells.setdefault(dep, None)
@@ -106,7 +114,7 @@ def _add(cells: dict, cell: Cell) -> None:
 
 def _chosen_cells(spec: StudySpec, evidence, common: dict, cells: dict, pending: Counter) -> None:
     """The multisource and groups cells of one (method, shots, seed) whose sets can be chosen."""
-    from study.choose import Evidence, random_groups, random_k
+    from study.choose import Evidence, fold_of, random_groups, random_k
 
     evidence = evidence or Evidence()
     key = (common["method"], common["shots"], common["seed"])
@@ -116,6 +124,9 @@ def _chosen_cells(spec: StudySpec, evidence, common: dict, cells: dict, pending:
             for policy in spec.multisource.policies:
                 if policy == "all":
                     chosen = tuple(t for t in spec.tasks if t != target)
+                elif policy == "all_but_fold":
+                    fold = fold_of(spec.tasks, spec.multisource.folds, common["seed"], target)
+                    chosen = tuple(t for t in spec.tasks if t not in fold)
                 elif policy == "random_k":
                     chosen = random_k(spec.tasks, k, common["seed"], target)
                 else:
@@ -123,11 +134,15 @@ def _chosen_cells(spec: StudySpec, evidence, common: dict, cells: dict, pending:
                 if chosen is None:
                     pending[("multisource", common["method"])] += 1
                     continue
-                _add(cells, Cell(stage="multisource", target=target, tasks=chosen, policy=policy, **common))
+                budget = spec.multisource.budget
+                cell = Cell(
+                    stage="multisource", target=target, tasks=chosen, policy=policy, budget=budget, **common
+                )
+                _add(cells, cell)
     if "groups" not in spec.stages:
         return
     for by in spec.groups.by:
-        found = evidence.groups(by, key, spec.groups.n_groups)
+        found = evidence.groups(by, key, spec.groups.n_groups, max_group_size(len(spec.tasks)))
         if found is None:
             pending[("groups", common["method"])] += 2 * len(spec.tasks)  # and its random groups
             continue
@@ -135,4 +150,10 @@ def _chosen_cells(spec: StudySpec, evidence, common: dict, cells: dict, pending:
         for policy, groups in ((by, found), (f"random:{by}", randomly)):
             for group in groups:
                 for target in group:
-                    _add(cells, Cell(stage="groups", target=target, tasks=group, policy=policy, **common))
+                    budget = spec.groups.budget
+                    _add(
+                        cells,
+                        Cell(
+                            stage="groups", target=target, tasks=group, policy=policy, budget=budget, **common
+                        ),
+                    )

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cell import IDENTITY_VERSION
+from pipeline.cell import IDENTITY_VERSION, PROTOCOLS
 from pipeline.errors import MvlptError
 from study.plan import Plan
 from study.spec import STAGE_RANK, StudySpec, spec_from_dict
@@ -84,9 +84,8 @@ def check_folder(spec: StudySpec, store: Store, backbone_id: str | None = None) 
     protocol = meta.get("protocol", 1)  # folders written before the field are of version 1
     if protocol != IDENTITY_VERSION and store.cell_files():
         raise MvlptError(
-            f"{store.location} holds cells of protocol {protocol} (validation shots trained on, joint "
-            f"classes merged by name) that this version does not compute (protocol {IDENTITY_VERSION}); "
-            f"use --name NEW for a new study"
+            f"{store.location} holds cells of protocol {protocol}, which this version does not compute "
+            f"(protocol {IDENTITY_VERSION}: {PROTOCOLS[IDENTITY_VERSION]}); use --name NEW for a new study"
         )
     _check_choice_sizes(spec, meta, store.location)
     old, new = meta.get("identity", {}), _identity(spec)

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.cell import JOINT_SAMPLINGS, LABEL_SPACES, MODES, STAGES
+from pipeline.cell import BUDGETS, JOINT_SAMPLINGS, LABEL_SPACES, MODES, STAGES
 from pipeline.errors import MvlptError
 from pipeline.recipe import Recipe
 
@@ -22,7 +22,10 @@ DEFAULT_MODES = ("joint",)
 # tasks (known before any transfer cell: visual and label from the frozen model, prompt from the
 # single cells), or the pairwise gain on the target's held-out validation shots.
 RANKINGS = ("visual", "label", "prompt", "gain")
-POLICIES = ("all", "random_k", *(f"top_k:{r}" for r in RANKINGS))
+# `all_but_fold`: the tasks dealt into `folds` folds with the seed; a target starts from the prompt
+# tuned on every task outside its fold (the `all` policy at a fraction of its cost: one prompt per
+# fold instead of one per target, and no target's set ever holds it).
+POLICIES = ("all", "all_but_fold", "random_k", *(f"top_k:{r}" for r in RANKINGS))
 RECIPE_KEYS = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in dataclasses.fields(Recipe)}
 
 
@@ -36,12 +39,15 @@ class Resources:
 
 @dataclass(frozen=True)
 class Noise:
-    """Extra seeds that measure seed-to-seed noise: every single cell, and the transfer cells of
-    `pairs` off-diagonal (source, target) pairs drawn with `draw`, run again at each of `seeds`."""
+    """Extra seeds that measure seed-to-seed noise: every single cell, the transfer cells of `pairs`
+    off-diagonal (source, target) pairs and the whole columns (every source) of `targets` targets,
+    both drawn with `draw`, run again at each of `seeds`. Whole columns measure the noise that the
+    per-target statistics see: within a column the target's single-cell noise cancels."""
 
     seeds: tuple[int, ...] = ()
     pairs: int = 0
     draw: int = 0
+    targets: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Multisource:
 
     policies: tuple[str, ...] = ("all",)
     k: int = 3
+    budget: str = BUDGETS[0]  # the set prompt's steps (pipeline.cell.BUDGETS)
+    folds: int = 4  # the `all_but_fold` policy's folds
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class Groups:
 
     by: tuple[str, ...] = ("gain",)
     n_groups: int = 5
+    budget: str = BUDGETS[0]
 
 
 @dataclass(frozen=True)
@@ -105,9 +114,11 @@ class StudySpec:
         if self.noise.seeds:
             data["noise"] = dataclasses.asdict(self.noise) | {"seeds": list(self.noise.seeds)}
         if "multisource" in self.stages:
-            data["multisource"] = {"policies": list(self.multisource.policies), "k": self.multisource.k}
+            data["multisource"] = dataclasses.asdict(self.multisource) | {
+                "policies": list(self.multisource.policies)
+            }
         if "groups" in self.stages:
-            data["groups"] = {"by": list(self.groups.by), "n_groups": self.groups.n_groups}
+            data["groups"] = dataclasses.asdict(self.groups) | {"by": list(self.groups.by)}
         return data
 
     def digest(self) -> str:
@@ -236,12 +247,15 @@ def _resources(value, where: str) -> Resources:
 def _noise(value, where: str, seeds: tuple[int, ...], n_tasks: int) -> Noise:
     if not isinstance(value, dict):
         _fail(where, "[noise] must be a table")
-    _check_keys(value, {"seeds", "pairs", "draw"}, where, "noise")
+    _check_keys(value, {"seeds", "pairs", "draw", "targets"}, where, "noise")
     noise = Noise(
         seeds=_int_list(value.get("seeds", []), where, "noise.seeds", 0) if value.get("seeds") else (),
         pairs=_typed(value.get("pairs", 0), int, where, "noise.pairs"),
         draw=_typed(value.get("draw", 0), int, where, "noise.draw"),
+        targets=_typed(value.get("targets", 0), int, where, "noise.targets"),
     )
+    if not 0 <= noise.targets <= n_tasks:
+        _fail(where, f"'noise.targets' must be between 0 and {n_tasks}, got {noise.targets}")
     if set(noise.seeds) & set(seeds):
         _fail(where, f"'noise.seeds' repeats a seed of 'seeds': {sorted(set(noise.seeds) & set(seeds))}")
     if not 0 <= noise.pairs <= n_tasks * (n_tasks - 1):
@@ -253,11 +267,15 @@ def _multisource(value, where: str, n_tasks: int | None) -> Multisource:
     """The [multisource] table; its k is checked against the tasks when the stage runs (n_tasks)."""
     if not isinstance(value, dict):
         _fail(where, "[multisource] must be a table")
-    _check_keys(value, {"policies", "k"}, where, "multisource")
+    _check_keys(value, {"policies", "k", "budget", "folds"}, where, "multisource")
     ms = Multisource(
         policies=_choices(value.get("policies", ["all"]), POLICIES, where, "multisource.policies"),
         k=_typed(value.get("k", 3), int, where, "multisource.k"),
+        budget=_choice(value.get("budget", BUDGETS[0]), BUDGETS, where, "multisource.budget"),
+        folds=_typed(value.get("folds", 4), int, where, "multisource.folds"),
     )
+    if n_tasks is not None and "all_but_fold" in ms.policies and not 2 <= ms.folds <= n_tasks:
+        _fail(where, f"'multisource.folds' must be between 2 and {n_tasks} (the tasks), got {ms.folds}")
     if not ms.policies:
         _fail(where, "'multisource.policies' is empty")
     if n_tasks is not None and not 1 <= ms.k <= n_tasks - 1:
@@ -268,10 +286,11 @@ def _multisource(value, where: str, n_tasks: int | None) -> Multisource:
 def _groups(value, where: str, n_tasks: int | None) -> Groups:
     if not isinstance(value, dict):
         _fail(where, "[groups] must be a table")
-    _check_keys(value, {"by", "n_groups"}, where, "groups")
+    _check_keys(value, {"by", "n_groups", "budget"}, where, "groups")
     groups = Groups(
         by=_choices(value.get("by", ["gain"]), RANKINGS, where, "groups.by"),
         n_groups=_typed(value.get("n_groups", 5), int, where, "groups.n_groups"),
+        budget=_choice(value.get("budget", BUDGETS[0]), BUDGETS, where, "groups.budget"),
     )
     if not groups.by:
         _fail(where, "'groups.by' is empty")

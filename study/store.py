@@ -49,6 +49,7 @@ SCHEMA = pa.schema(
         ("source", pa.string()),
         ("target", pa.string()),
         ("policy", pa.string()),  # multisource and groups cells: the rule that chose their task set
+        ("budget", pa.string()),  # multitask, multisource and groups cells: the set prompt's steps
         ("shots", pa.int64()),
         ("seed", pa.int64()),
         ("metric", pa.string()),
@@ -58,6 +59,7 @@ SCHEMA = pa.schema(
         ("n_test", pa.int64()),
         ("epochs_run", pa.int64()),
         ("best_epoch", pa.int64()),
+        ("moved", pa.bool_()),  # whether the kept prompt differs from its start; null: not tuned
         ("wall_s", pa.float64()),
         ("peak_mem_mb", pa.float64()),
         ("device", pa.string()),

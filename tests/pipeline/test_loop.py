@@ -113,6 +113,27 @@ def test_best_validation_prompt_is_kept(tiny):
     assert score("accuracy", method.logits(x), y.numpy()) == out.val_value
 
 
+def test_a_prompt_that_never_beats_its_start_still_keeps_a_trained_checkpoint(tiny):
+    """With lr so large that every step ruins the prompt, validation never beats the start: the
+    default rule keeps the best trained epoch all the same (the start is no candidate); the earlier
+    rule, `val_metric_with_start`, keeps the start; `last` keeps the last step."""
+    x = tiny.encode_image(torch.rand(8, 3, 32, 32))
+    y = torch.tensor([0, 1] * 4)
+    outs = {}
+    for selection in ("val_metric", "val_loss", "last", "val_metric_with_start"):
+        method = build_method("coop", tiny, ["a", "b"], {"n_ctx": 2}, seed=0)
+        start = method.prompt_state()
+        recipe = Recipe(epochs=4, lr=500.0, warmup_epochs=0, selection=selection)
+        valid = Validation(x, y.numpy(), slice(0, 2), "accuracy")
+        outs[selection] = train(method, TrainSet.single(x, y, 2), valid, recipe, seed=0)
+        kept = outs[selection]
+        assert kept.moved == (selection != "val_metric_with_start"), selection
+        assert kept.moved == (not torch.equal(kept.state["tensors"]["ctx"], start["tensors"]["ctx"]))
+    assert outs["val_metric_with_start"].best_epoch == -1
+    assert outs["val_metric"].best_epoch >= 0 and outs["val_loss"].best_epoch >= 0
+    assert outs["last"].best_epoch == outs["last"].epochs_run - 1 and len(outs["last"].history) == 1
+
+
 def test_recipe_rejects_bad_values():
     with pytest.raises(MvlptError, match="precision 'fp8'"):
         Recipe(precision="fp8")

@@ -115,13 +115,20 @@ def test_bad_cells_are_named():
         Cell(method="coop", target="x", metric="f1")
 
 
-def test_joint_diagonal_equals_the_single_run(toy_tasks):
-    single = run(make_cell("coop", "toy-three", shots=2, seed=0, recipe=RECIPE))
-    diagonal = run(
-        make_cell("coop", "toy-three", source="toy-three", mode="joint", shots=2, seed=0, recipe=RECIPE)
-    )
-    assert diagonal.value == single.value and diagonal.n_train == single.n_train
-    assert diagonal.cell_id != single.cell_id  # still its own cell of the grid
+def test_self_control_is_the_joint_cell_with_the_target_as_its_own_source(toy_tasks):
+    """The diagonal joint cell counts each batch twice and sees nothing new: with SGD and momentum,
+    a loss of 2L is the single cell's step at twice the lr (warm-up included) and half the weight
+    decay, so the self control equals that single cell up to float rounding."""
+    recipe = Recipe(epochs=3, lr=0.05, warmup_epochs=1, selection="last")
+    doubled = dataclasses.replace(recipe, lr=0.1, warmup_lr=2 * recipe.warmup_lr, weight_decay=2.5e-4)
+    control = run(make_cell("coop", "toy-three", source="toy-three", mode="joint", shots=2, recipe=recipe))
+    bigger = run(make_cell("coop", "toy-three", shots=2, recipe=doubled))
+    plain = run(make_cell("coop", "toy-three", shots=2, recipe=recipe))
+    assert control.n_train == 2 * plain.n_train  # the target's images and their copies
+    got, want = control.prompt_state["tensors"]["ctx"], bigger.prompt_state["tensors"]["ctx"]
+    assert np.allclose(got.numpy(), want.numpy(), atol=1e-5)
+    assert not np.allclose(got.numpy(), plain.prompt_state["tensors"]["ctx"].numpy(), atol=1e-5)
+    assert control.moved and control.cell_id not in (plain.cell_id, bigger.cell_id)
 
 
 def test_joint_options_are_part_of_a_joint_cells_identity_only(toy_tasks):

@@ -56,6 +56,30 @@ def test_a_set_runs_the_steps_of_one_task_each_from_one_task_and_with_one_task_t
     assert sorted(turns[:3]) == [0, 1, 2] and sorted(turns[3:6]) == [0, 1, 2]  # each task once a round
 
 
+def test_under_per_task_each_task_of_a_set_gets_its_single_cells_batches():
+    recipe = Recipe(epochs=2, batch_size=4, min_steps=6)
+    sizes = [8, 10, 12, 3]
+    plan = set_batches(sizes, recipe, seed=3, budget="per_task")
+    steps = [b for e in plan for b in e]
+    offsets = [0, 8, 18, 30]
+    owner = [max(k for k in range(4) if b[0] >= offsets[k]) for b in steps]
+    for k, size in enumerate(sizes):
+        alone = [b for e in epoch_batches(size, 0, recipe, seed=0, sampling="paired") for b in e]
+        mine = [b for b, o in zip(steps, owner, strict=True) if o == k]
+        assert len(mine) == len(alone), k  # its single cell's number of batches
+        assert sorted(sum((b.tolist() for b in mine), [])) == sorted(
+            sum(((b + offsets[k]).tolist() for b in alone), [])
+        )  # and the same images as often
+        assert all(set(b.tolist()) <= set(range(offsets[k], offsets[k] + size)) for b in mine)
+    # every task spread over the whole run, not one task after another
+    assert all(k in owner[: len(owner) // 2] and k in owner[len(owner) // 2 :] for k in range(4))
+    assert len(plan) == len(set_batches(sizes, recipe, seed=3))  # epochs of a task of mean size
+    one = set_batches([10], recipe, seed=3, budget="per_task")
+    assert [[b.tolist() for b in e] for e in one] == [
+        [b.tolist() for b in e] for e in epoch_batches(10, 0, recipe, seed=3, sampling="paired")
+    ]
+
+
 @pytest.mark.parametrize("method", ["coop", "vpt"])
 def test_a_group_of_one_task_equals_its_single_cell(toy_tasks, method):
     single = run(Cell(method=method, target="toy-three", **COMMON))

@@ -79,6 +79,39 @@ def test_clusters_of_a_planted_block_structure_and_random_groups_of_their_sizes(
     assert cluster(_matrix(block), 5) == [(t,) for t in TASKS]
 
 
+def test_groups_come_from_pairwise_affinity_not_donors_and_receivers_and_stay_bounded():
+    """Planted: two blocks of four tasks that help each other, under a strong donor effect (row) and
+    a strong receiver effect (column). Raw gains put the donors together; the double-centred matrix
+    finds the blocks; no group exceeds half the tasks."""
+    from study.choose import Evidence, double_centred
+
+    names = [f"t{i}" for i in range(8)]
+    rng = np.random.default_rng(0)
+    donor, receiver = rng.normal(0, 4, 8), rng.normal(0, 4, 8)
+    pair = np.full((8, 8), -1.0)
+    pair[np.ix_(range(4), range(4))] = pair[np.ix_(range(4, 8), range(4, 8))] = 1.0
+    values = donor[:, None] + receiver[None, :] + pair
+    np.fill_diagonal(values, np.nan)
+    gain = pd.DataFrame(values, index=names, columns=names)
+    found = Evidence(gain={("coop", 5, 0): gain}).groups("gain", ("coop", 5, 0), 2, max_size=4)
+    assert sorted(found) == [tuple(names[:4]), tuple(names[4:])]
+    assert sorted(cluster(gain.fillna(0.0), 2, max_size=4)) != sorted(found)  # raw: donors together
+    assert np.allclose(double_centred(gain).sum(axis=0), 0, atol=1e-6)
+    # a cut that would make one group above the bound cuts finer instead
+    lopsided = cluster(_matrix(np.eye(5) + np.ones((5, 5))), 1, max_size=2)
+    assert max(map(len, lopsided)) <= 2 and sorted(sum(lopsided, ())) == TASKS
+
+
+def test_folds_partition_the_tasks_and_a_targets_fold_is_left_out_of_its_set():
+    from study.choose import fold_of
+
+    names = [f"t{i:02d}" for i in range(20)]
+    folds = {fold_of(names, 4, seed=1, target=t) for t in names}
+    assert sorted(len(f) for f in folds) == [5, 5, 5, 5] and sorted(sum(folds, ())) == names
+    assert fold_of(names, 4, 1, "t03") == fold_of(names, 4, 1, "t03")  # the same deal every time
+    assert {fold_of(names, 4, s, "t03") for s in range(5)} != {fold_of(names, 4, 1, "t03")}
+
+
 def _row(cell_id: str, stage: str, source, target: str, value: float, val_value: float) -> dict:
     return dict(
         study="choose",
@@ -117,7 +150,7 @@ def test_top_k_gain_reads_validation_scores_never_test_scores(tmp_path):
         chosen = fair.top_k("gain", ("coop", 5, 0), target, 2)
         assert chosen == poisoned.top_k("gain", ("coop", 5, 0), target, 2)
         assert chosen == tuple([s for s in TASKS if s != target][:2])
-    assert fair.groups("gain", ("coop", 5, 0), 2) == poisoned.groups("gain", ("coop", 5, 0), 2)
+    assert fair.groups("gain", ("coop", 5, 0), 2, 3) == poisoned.groups("gain", ("coop", 5, 0), 2, 3)
 
 
 def test_a_spec_names_its_policies_and_the_cells_they_read(tmp_path):

@@ -331,7 +331,7 @@ def test_a_result_row_has_exactly_the_store_columns():
     row = CellResult.failed(cell, "abc", "ValueError: boom").row()
     assert set(row) | {"study", "prompt_path"} == set(SCHEMA.names)
     # and each field's type is its column's
-    arrow = {str: pa.string(), int: pa.int64(), float: pa.float64()}
+    arrow = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
     hints = typing.get_type_hints(CellResult)
     for f in dataclasses.fields(CellResult):
         if f.name != "prompt_state":
