@@ -15,7 +15,7 @@ from analysis.gains import (
 )
 from analysis.load import load_study
 from analysis.model import ModelFit, crossed_effects
-from analysis.noise import SeedNoise, cell_errors, noise_floor, reliability, seed_noise
+from analysis.noise import Reliability, SeedNoise, cell_errors, reliability_as_analysed, seed_noise
 from analysis.order import average_linkage_order, profile_distance, similarity_order, task_order
 from analysis.pertarget import per_target_summary, per_target_table
 from analysis.ranking import ndcg_at_k, random_ranking, rank_sources, ranking_summary, regret_at_k
@@ -50,10 +50,10 @@ __all__ = [
     "cell_errors",
     "crossed_effects",
     "load_study",
-    "noise_floor",
     "per_target_summary",
     "per_target_table",
-    "reliability",
+    "Reliability",
+    "reliability_as_analysed",
     "seed_noise",
     "Estimate",
     "additive_fit",

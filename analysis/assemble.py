@@ -33,7 +33,7 @@ from analysis.load import (
     prompt_methods,
 )
 from analysis.model import crossed_effects
-from analysis.noise import cell_errors, noise_floor, reliability, seed_noise
+from analysis.noise import cell_errors, reliability_as_analysed, seed_noise
 from analysis.order import similarity_order, task_order
 from analysis.pertarget import per_target_summary
 from analysis.ranking import ranking_summary
@@ -325,9 +325,11 @@ def _setting_statistics(a: Analysis, setting: Setting, parts: dict[str, list]) -
 
 
 def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None:
-    """The seed noise of one setting beside its decomposition: pooled seed variance, its share of the
-    gains' variance (the noise floor of the pairwise share), the pairwise share above it, split-half
-    and variance-based reliability, and how many cells lie more than 2 SE from zero."""
+    """The seed noise of one setting beside its decomposition: pooled seed variance, the transfer
+    cells' share of the gains' variance (the noise floor of the pairwise share; the single cell's
+    noise is one shift per target column, which the target effect absorbs), the pairwise share above
+    it, the reliability of the analysed matrix overall and within targets with intervals, and how
+    many cells lie more than 2 SE from zero."""
     method, mode, shots = setting
     tag = dict(zip(SETTING_KEYS, setting, strict=True))
     seeds = a.seed_table[
@@ -337,16 +339,16 @@ def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None
         (a.summary["method"] == method) & (a.summary["mode"] == mode) & (a.summary["shots"] == shots)
     ]
     noise = seed_noise(seeds)
-    floor = noise_floor(part, noise)
-    off = part[(part["source"] != part["target"])]["gain_pts"].dropna()
-    total = float(off.var()) if len(off) > 1 else float("nan")
-    # the seed noise the pairwise residual holds, as a share of the total sum of squares (comparable
-    # with the decomposition's shares): floor x the residual's degrees of freedom (cells minus the
-    # mean, source and target effects) over the total sum of squares
+    rel = reliability_as_analysed(seeds, n_boot=a.n_boot, seed=a.seed)
+    off = part[(part["source"] != part["target"]) & part["gain_pts"].notna()]
+    # the transfer cells' seed noise the pairwise residual holds, as a share of the total sum of
+    # squares (comparable with the decomposition's shares): their mean variance over the pairs' seed
+    # counts x the residual's degrees of freedom (cells minus the mean, source and target effects)
     n_tasks = int(np.isfinite(d.source.to_numpy(float)).sum())
     resid_df = max(d.n_cells - (2 * n_tasks - 1), 0)
-    ss_total = total * (d.n_cells - 1)
-    noise_share = floor * resid_df / ss_total if noise.measured and ss_total > 0 else float("nan")
+    ss_total = float(off["gain_pts"].var()) * (d.n_cells - 1) if len(off) > 1 else float("nan")
+    floor = float(np.mean(rel.pair_var / off["n_seeds"].to_numpy(float))) if len(off) else float("nan")
+    noise_share = floor * resid_df / ss_total if np.isfinite(floor) and ss_total > 0 else float("nan")
     errors = cell_errors(part, noise)
     parts["noise"].append(
         {
@@ -354,14 +356,23 @@ def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None
             "measured": noise.measured,
             "seed_var_pts2": noise.variance,
             "seed_sd_pts": noise.sd,
+            "transfer_sd_pts": float(np.sqrt(rel.pair_var)),
+            "single_sd_pts": float(np.sqrt(rel.single_var)),
             "df": noise.df,
             "pairs_multi_seed": noise.n_pairs_multi,
             "pairs": noise.n_pairs,
+            "noise_columns": rel.n_columns,
             "noise_share": noise_share,
             "pairwise_share": d.shares["residual"],
-            "pairwise_above_noise": d.shares["residual"] - noise_share if noise.measured else float("nan"),
-            "reliability": reliability(total, floor),
-            "split_half": noise.split_half,
+            "pairwise_above_noise": d.shares["residual"] - noise_share
+            if np.isfinite(noise_share)
+            else float("nan"),
+            "reliability": rel.overall,
+            "reliability_lo": rel.overall_lo,
+            "reliability_hi": rel.overall_hi,
+            "reliability_within": rel.within,
+            "reliability_within_lo": rel.within_lo,
+            "reliability_within_hi": rel.within_hi,
             "cells_beyond_2se": int(errors["beyond_2se"][errors["source"] != errors["target"]].sum()),
         }
     )

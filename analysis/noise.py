@@ -1,10 +1,17 @@
-"""Seed noise of the gains: the seed variance, each pair's standard error, the split-half
-reliability of a gain matrix, and how much of its pairwise share lies above the noise floor.
+"""Seed noise of the gains: the seed variance, each pair's standard error, the reliability of the
+gain matrix as analysed, and how much of its pairwise share lies above the noise floor.
 
 A study may run extra seeds on only some pairs. The seed variance of a gain is pooled over the pairs
 that have two or more seeds (their within-pair variances, weighted by degrees of freedom) and used as
 the noise of every pair, one-seed pairs included: their standard error is that pooled sd over the
 square root of their seed count. With no pair of two or more seeds, noise is unmeasured (NaN).
+
+A gain is transfer minus single, so its seed noise has two parts: the transfer cell's, its own, and
+the single cell's, which every source of the target shares at that seed. Within a target's column
+the single cell's part is one shift, which the per-target statistics and the target effect absorb:
+it is never pairwise noise. Whole target columns run at extra seeds measure the transfer part alone
+(the column's differences between two seeds less their mean); the single cells at those seeds
+measure the other.
 """
 
 from __future__ import annotations
@@ -19,15 +26,13 @@ PAIR = ["source", "target"]
 
 @dataclass(frozen=True)
 class SeedNoise:
-    """Pooled seed variance of one setting's gains (points^2), its degrees of freedom, how many pairs
-    had two or more seeds (and of how many pairs in all), and the split-half reliability of the gain
-    matrix over those pairs (Spearman-Brown corrected; NaN below three such pairs)."""
+    """Pooled seed variance of one setting's gains (points^2), its degrees of freedom, and how many
+    pairs had two or more seeds (and of how many pairs in all)."""
 
     variance: float
     df: int
     n_pairs_multi: int
     n_pairs: int
-    split_half: float
 
     @property
     def sd(self) -> float:
@@ -43,21 +48,6 @@ def _offdiag(seed_table: pd.DataFrame) -> pd.DataFrame:
     return df[np.isfinite(df["gain_pts"].to_numpy(float))]
 
 
-def split_half(seed_table: pd.DataFrame) -> float:
-    """Correlation over pairs with two or more seeds of the mean gain of their seeds at even and at odd
-    positions (seeds sorted by number), stepped up to the full seed count by Spearman-Brown (2r/(1+r))."""
-    df = _offdiag(seed_table).sort_values([*PAIR, "seed"], kind="stable")
-    position = df.groupby(PAIR, sort=False).cumcount()
-    halves = df.assign(half=position % 2).pivot_table(index=PAIR, columns="half", values="gain_pts")
-    if 1 not in halves.columns:
-        return float("nan")
-    halves = halves.dropna()
-    if len(halves) < 3 or halves[0].std() == 0 or halves[1].std() == 0:
-        return float("nan")
-    r = float(np.corrcoef(halves[0], halves[1])[0, 1])
-    return 2 * r / (1 + r) if r > -1 else float("nan")
-
-
 def seed_noise(seed_table: pd.DataFrame) -> SeedNoise:
     """The seed noise of one setting's per-seed gains (columns source, target, seed, gain_pts)."""
     df = _offdiag(seed_table)
@@ -69,7 +59,7 @@ def seed_noise(seed_table: pd.DataFrame) -> SeedNoise:
     ss = shifted.apply(lambda x: float((x**2).sum() - x.sum() ** 2 / len(x)))
     dof = int((n - 1).clip(lower=0).sum())
     variance = float(ss.sum() / dof) if dof > 0 else float("nan")
-    return SeedNoise(variance, dof, int((n >= 2).sum()), int(len(n)), split_half(seed_table))
+    return SeedNoise(variance, dof, int((n >= 2).sum()), int(len(n)))
 
 
 def cell_errors(summary: pd.DataFrame, noise: SeedNoise) -> pd.DataFrame:
@@ -84,19 +74,127 @@ def cell_errors(summary: pd.DataFrame, noise: SeedNoise) -> pd.DataFrame:
     return out
 
 
-def noise_floor(summary: pd.DataFrame, noise: SeedNoise) -> float:
-    """The mean seed variance of an off-diagonal pair's mean gain (points^2): pooled variance over the
-    pair's seed count, averaged over pairs with a gain; NaN when noise is unmeasured."""
-    off = summary[(summary["source"] != summary["target"]) & summary["gain_pts"].notna()]
-    n = off["n_seeds"].to_numpy(float)
-    if not noise.measured or not len(off):
-        return float("nan")
-    return float(np.mean(noise.variance / n[n > 0]))
+@dataclass(frozen=True)
+class Reliability:
+    """How much of the analysed gain matrix (each pair's mean over its seeds) is not seed noise, over
+    all off-diagonal pairs and within targets (each column less its mean: what per-target statistics
+    see), each with a 95% bootstrap interval. `pair_var`: the transfer cell's seed variance, the
+    noise within a column; `single_var`: the single cell's, shared by its column (points^2).
+    `source`: "columns" (whole target columns at two or more seeds), "pairs" (pairs with several
+    seeds less the single cells' variance) or "" (unmeasured: every figure NaN)."""
+
+    overall: float
+    overall_lo: float
+    overall_hi: float
+    within: float
+    within_lo: float
+    within_hi: float
+    pair_var: float
+    single_var: float
+    n_columns: int
+    source: str
 
 
-def reliability(gain_var: float, floor: float) -> float:
-    """Share of the variance of the pair means that is not seed noise, 1 - floor / variance: the ceiling
-    for any similarity's correlation with the gains (as a squared correlation)."""
-    if not (np.isfinite(gain_var) and np.isfinite(floor)) or gain_var <= 0:
-        return float("nan")
-    return float(1.0 - floor / gain_var)
+def _column_ss(seed_table: pd.DataFrame) -> pd.DataFrame:
+    """Per target column run at two or more seeds over three or more common sources: the residual sum
+    of squares of its (source x seed) gains after the source and seed means, and its degrees of
+    freedom. The seed means hold the single cell's noise, so the residual is the transfer cells'."""
+    df = _offdiag(seed_table)
+    rows = []
+    for target, col in df.groupby("target", sort=False):
+        table = col.pivot_table(index="source", columns="seed", values="gain_pts").dropna()
+        if table.shape[0] < 3 or table.shape[1] < 2:
+            continue
+        resid = (
+            table.sub(table.mean(axis=1), axis=0).sub(table.mean(axis=0), axis=1) + table.to_numpy().mean()
+        )
+        rows.append(
+            (target, float((resid.to_numpy() ** 2).sum()), (table.shape[0] - 1) * (table.shape[1] - 1))
+        )
+    return pd.DataFrame(rows, columns=["target", "ss", "df"])
+
+
+def _single_ss(seed_table: pd.DataFrame) -> pd.DataFrame:
+    """Per target: the sum of squares of its single cell's value over its seeds, and its dof."""
+    singles = seed_table.drop_duplicates(["target", "seed"]).dropna(subset=["single_pts"])
+    g = singles.groupby("target")["single_pts"]
+    return pd.DataFrame({"ss": g.var(ddof=1).fillna(0.0) * (g.count() - 1), "df": g.count() - 1})
+
+
+def _pooled(ss: pd.DataFrame) -> float:
+    return float(ss["ss"].sum() / ss["df"].sum()) if len(ss) and ss["df"].sum() > 0 else float("nan")
+
+
+def _target_stats(means: pd.DataFrame) -> np.ndarray:
+    """Per target column of pair means (columns target, gain, n): pairs, sum and sum of squares of
+    the gains, the column's sum of squares about its mean, and the sum of 1 / seed count."""
+    g = means.groupby("target", sort=False)
+    out = pd.DataFrame(
+        {
+            "k": g["gain"].count(),
+            "sum": g["gain"].sum(),
+            "sq": g["gain"].apply(lambda x: float((x**2).sum())),
+            "ss": g["gain"].apply(lambda x: float(((x - x.mean()) ** 2).sum())),
+            "inv_n": g["n"].apply(lambda x: float((1.0 / x).sum())),
+        }
+    )
+    return out.to_numpy(float)
+
+
+def _matrix_reliability(stats: np.ndarray, pair_var, single_var) -> tuple[np.ndarray, np.ndarray]:
+    """(overall, within-target) reliability from per-target stats (targets on axis -2, as many draws
+    as the noise variances on the leading axis): 1 - noise floor / observed variance."""
+    k, total_sum, sq, ss, inv_n = np.moveaxis(stats, -1, 0)
+    n, n_targets = k.sum(-1), k.shape[-1]
+    total = (sq.sum(-1) - total_sum.sum(-1) ** 2 / n) / (n - 1)
+    within = ss.sum(-1) / (n - n_targets)
+    mean_inv_n = inv_n.sum(-1) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overall = 1.0 - (np.asarray(pair_var) + np.asarray(single_var)) * mean_inv_n / total
+        inside = 1.0 - np.asarray(pair_var) * mean_inv_n / within
+    return overall, inside
+
+
+def _noise_variances(seed_table: pd.DataFrame, columns: pd.DataFrame, singles: pd.DataFrame):
+    """(pair_var, single_var, source) from whole columns, else from multi-seed pairs."""
+    single_var = _pooled(singles)
+    if len(columns):
+        return _pooled(columns), single_var, "columns"
+    noise = seed_noise(seed_table)
+    if noise.measured and np.isfinite(single_var):
+        return max(noise.variance - single_var, 0.0), single_var, "pairs"
+    return float("nan"), single_var, ""
+
+
+def _boot_pooled(ss: pd.DataFrame, fallback: float, rng, n_boot: int) -> np.ndarray:
+    """n_boot pooled variances of `ss` resampled by row (its fallback where it has no rows)."""
+    if not len(ss):
+        return np.full(n_boot, fallback)
+    idx = rng.integers(0, len(ss), (n_boot, len(ss)))
+    total, dof = ss["ss"].to_numpy(float)[idx].sum(1), ss["df"].to_numpy(float)[idx].sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dof > 0, total / dof, np.nan)
+
+
+def reliability_as_analysed(seed_table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> Reliability:
+    """The reliability of one setting's analysed gain matrix from its per-seed gains (columns source,
+    target, seed, gain_pts, single_pts), with 95% intervals from resampling targets (and, apart, the
+    noise columns and the single cells): as many seeds as each pair has, no step-up beyond them."""
+    df = _offdiag(seed_table)
+    means = df.groupby(PAIR, sort=False)["gain_pts"].agg(gain="mean", n="count").reset_index()
+    columns, singles = _column_ss(seed_table), _single_ss(seed_table)
+    pair_var, single_var, source = _noise_variances(seed_table, columns, singles)
+    nan = float("nan")
+    if not source or means["target"].nunique() < 2 or len(means) < 3:
+        return Reliability(nan, nan, nan, nan, nan, nan, pair_var, single_var, len(columns), "")
+    stats = _target_stats(means)
+    overall, within = _matrix_reliability(stats, pair_var, single_var)
+    rng = np.random.default_rng(seed)
+    picked = stats[rng.integers(0, len(stats), (n_boot, len(stats)))]  # (B, T, 5)
+    p_var = _boot_pooled(columns, pair_var, rng, n_boot) if source == "columns" else np.full(n_boot, pair_var)
+    s_var = _boot_pooled(singles, single_var, rng, n_boot)
+    draws = np.stack(_matrix_reliability(picked, p_var, s_var), axis=1)
+    lo, hi = np.nanpercentile(draws, [2.5, 97.5], axis=0)
+    return Reliability(
+        float(overall), lo[0], hi[0], float(within), lo[1], hi[1], pair_var, single_var, len(columns), source
+    )

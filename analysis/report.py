@@ -429,6 +429,13 @@ def model_display(a: Analysis) -> pd.DataFrame:
     )
 
 
+def _interval_col(n: pd.DataFrame, name: str) -> list[str]:
+    return [
+        f"{_num(x, 2, 'n/a')} [{_num(lo, 2, 'n/a')}, {_num(hi, 2, 'n/a')}]" if finite(x) else "n/a"
+        for x, lo, hi in zip(n[name], n[f"{name}_lo"], n[f"{name}_hi"], strict=True)
+    ]
+
+
 def _noise_display(a: Analysis) -> pd.DataFrame:
     n = a.noise
     pct = lambda x: f"{100 * x:.1f}%" if finite(x) else "n/a"  # noqa: E731
@@ -442,8 +449,8 @@ def _noise_display(a: Analysis) -> pd.DataFrame:
             "pairwise share": n["pairwise_share"].map(pct),
             "noise floor (share)": n["noise_share"].map(pct),
             "pairwise above noise": n["pairwise_above_noise"].map(pct),
-            "reliability": n["reliability"].map(lambda x: _num(x, 2, "n/a")),
-            "split-half": n["split_half"].map(lambda x: _num(x, 2, "n/a")),
+            "reliability": _interval_col(n, "reliability"),
+            "reliability within targets": _interval_col(n, "reliability_within"),
             "cells > 2 SE": n["cells_beyond_2se"].where(n["measured"]).map(lambda x: _num(x, 0, "n/a")),
         }
     )

@@ -201,7 +201,6 @@ def test_seed_noise_is_recovered_from_three_seeds_and_from_a_subset_of_pairs(pla
         ~errors.set_index(["source", "target"]).index.isin(chosen.set_index(["source", "target"]).index)
     ]
     assert one_seed["gain_se_pts"].dropna().eq(sub.sd).all()  # the pooled sd serves the one-seed pairs
-    assert noise.split_half > 0.9  # the planted matrix varies far more than the seeds
 
 
 def test_a_purely_additive_matrix_is_explained_by_source_and_target():
