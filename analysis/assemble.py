@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.combine import combine_k, groups_table, multisource_table, source_prediction
+from analysis.controls import exact_zero_gains, kept_start, self_control
 from analysis.decompose import decompose
 from analysis.gains import (
     SETTING_KEYS,
@@ -122,6 +123,9 @@ class Analysis:
     prediction: pd.DataFrame | None = None  # sources predicted with the target held out, per setting
     prediction_targets: pd.DataFrame | None = None  # the same per target
     k: int | None = None  # how many sources the held-out prediction picks
+    self_control: pd.DataFrame | None = None  # the target as its own source, per setting
+    kept_start: pd.DataFrame | None = None  # tuned cells that kept their untuned prompt
+    zero_gains: pd.DataFrame | None = None  # off-diagonal per-seed gains exactly 0
 
     def sims_for(self, method: str, shots) -> dict[str, pd.DataFrame]:
         """Every similarity that applies to one method setting, in SIMILARITIES order."""
@@ -378,6 +382,16 @@ def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None
     )
 
 
+def _controls(a: Analysis) -> None:
+    """The self control beside each setting's seed sd, the cells that kept their start, exact zeros."""
+    sd = {}
+    if a.noise is not None:
+        sd = {tuple(r[k] for k in SETTING_KEYS): r["seed_sd_pts"] for _, r in a.noise.iterrows()}
+    a.self_control = self_control(a.seed_table, sd)
+    a.kept_start = kept_start(a.tables.cells)
+    a.zero_gains = exact_zero_gains(a.seed_table)
+
+
 def _offdiag_missing(seed_table: pd.DataFrame) -> pd.DataFrame:
     off = seed_table[seed_table["source"] != seed_table["target"]]
     if off.empty:
@@ -480,6 +494,7 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     a.per_target = pd.concat(parts["per_target"], ignore_index=True) if parts["per_target"] else None
     a.model = pd.concat(parts["model"], ignore_index=True) if parts["model"] else None
     a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+    _controls(a)
     _combine(a)
     a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)

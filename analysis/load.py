@@ -48,6 +48,7 @@ OPTIONAL_COLUMNS = (
     "metric",
     "error",
     "policy",
+    "moved",  # whether a tuned cell's kept prompt left its start; null in older folders
 )
 EMBEDDING_COLUMNS = ("kind", "method", "task", "shots", "seed", "item", "vector")
 DESIGNED_COLUMNS = ("kind", "source", "target", "value")

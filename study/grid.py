@@ -7,7 +7,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline.cell import Cell, dependencies
-from pipeline.recipe import Recipe
 from study.spec import STAGE_RANK, StudySpec
 
 
@@ -50,7 +49,6 @@ def expand(spec: StudySpec, evidence=None) -> Grid:
     noise seeds, every single cell and the transfer cells of the noise pairs run again. Multisource
     and groups cells (at the study's seeds) are those whose sets `evidence` (study.choose) can
     choose; the others are counted as pending."""
-    recipe = Recipe(**dict(spec.recipe))
     cells: dict[Cell, None] = {}
     pending: Counter = Counter()
     if "zeroshot" in spec.stages:
@@ -66,7 +64,7 @@ def expand(spec: StudySpec, evidence=None) -> Grid:
                     backbone=spec.backbone,
                     shots=shots,
                     seed=seed,
-                    recipe=recipe,
+                    recipe=spec.recipe_for(method),
                     method_config=config,
                 )
                 if "single" in spec.stages:

@@ -50,6 +50,8 @@ def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
         if unknown and not all(m in TUNED_METHODS for m in unknown):
             raise MvlptError(f"--methods: unknown method '{unknown[0]}' (known: {', '.join(TUNED_METHODS)})")
         data["methods"] = configs
+        # a method left out takes its own recipe table with it
+        data["recipe"] = {k: v for k, v in data["recipe"].items() if not isinstance(v, dict) or k in configs}
     if overrides.get("tasks"):
         data["tasks"] = list(overrides["tasks"])
     for key in ("seeds", "shots"):
@@ -175,11 +177,14 @@ def status_table(folder: str) -> str:
     meta = store.meta()
     if meta is None:
         raise MvlptError(f"not a study folder (no {SPEC_JSON}): {folder}")
-    table = store.read(["stage", "method", "status"])
+    table = store.read(["stage", "method", "status", "moved"])
     counts = Counter(zip(*(table.column(c).to_pylist() for c in ("stage", "method", "status")), strict=True))
+    # tuned cells whose kept prompt is the untuned one (their result equals their start's)
+    columns = (table.column(c).to_pylist() for c in ("stage", "method", "moved"))
+    kept = Counter((stage, method) for stage, method, moved in zip(*columns, strict=True) if moved is False)
     lines = [
         f"study {meta['name']} in {folder}",
-        f"{'stage':<11} {'method':<9} {'ok':>6} {'failed':>7} {'total':>7}",
+        f"{'stage':<11} {'method':<9} {'ok':>6} {'failed':>7} {'total':>7} {'kept start':>11}",
     ]
     grid = meta.get("grid", {})
     keys = sorted(
@@ -189,9 +194,10 @@ def status_table(folder: str) -> str:
     for stage, method in keys:
         ok, failed = counts[(stage, method, "ok")], counts[(stage, method, "failed")]
         total = grid.get(f"{stage}/{method}", ok + failed)
-        lines.append(f"{stage:<11} {method:<9} {ok:>6} {failed:>7} {total:>7}")
+        lines.append(f"{stage:<11} {method:<9} {ok:>6} {failed:>7} {total:>7} {kept[(stage, method)]:>11}")
     ok_all = sum(v for (_, _, s), v in counts.items() if s == "ok")
-    lines.append(f"{'all':<21} {ok_all:>6} {sum(counts.values()) - ok_all:>7} {sum(grid.values()):>7}")
+    failed_all = sum(counts.values()) - ok_all
+    lines.append(f"{'all':<21} {ok_all:>6} {failed_all:>7} {sum(grid.values()):>7} {sum(kept.values()):>11}")
     if store.skipped:
         named = ", ".join(f"{s.name} ({s.reason})" for s in store.skipped)
         lines.append(f"skipped {len(store.skipped)} file(s) that are not cells of this study: {named}")

@@ -85,6 +85,8 @@ class StudySpec:
     label_space: str = LABEL_SPACES[0]  # joint mode's label space and sampling (pipeline.cell)
     joint_sampling: str = JOINT_SAMPLINGS[0]
     recipe: tuple[tuple[str, object], ...] = ()  # overrides of the kernel's Recipe defaults
+    # per method, overrides of `recipe` ([recipe.upt] lr = 0.1): the methods' prompts differ in kind
+    method_recipes: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
     resources: Resources = field(default_factory=Resources)
     noise: Noise = field(default_factory=Noise)
     multisource: Multisource = field(default_factory=Multisource)
@@ -106,7 +108,7 @@ class StudySpec:
             "modes": list(self.modes),
             "label_space": self.label_space,
             "joint_sampling": self.joint_sampling,
-            "recipe": dict(self.recipe),
+            "recipe": dict(self.recipe) | {m: dict(items) for m, items in self.method_recipes},
             "resources": dataclasses.asdict(self.resources),
         }
         if self.source_seeds:
@@ -120,6 +122,11 @@ class StudySpec:
         if "groups" in self.stages:
             data["groups"] = dataclasses.asdict(self.groups) | {"by": list(self.groups.by)}
         return data
+
+    def recipe_for(self, method: str) -> Recipe:
+        """The recipe of `method`'s cells: the shared one with the method's own overrides."""
+        own = dict(self.method_recipes).get(method, ())
+        return Recipe(**(dict(self.recipe) | dict(own)))
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -222,16 +229,31 @@ def _methods(value, where: str) -> tuple[tuple[str, tuple], ...]:
     return tuple(out)
 
 
-def _recipe(value, where: str) -> tuple[tuple[str, object], ...]:
-    if not isinstance(value, dict):
-        _fail(where, "[recipe] must be a table")
-    _check_keys(value, RECIPE_KEYS, where, "recipe")
-    typed = {k: _typed(v, RECIPE_KEYS[k], where, f"recipe.{k}") for k, v in value.items()}
+def _recipe_items(value: dict, where: str, section: str) -> tuple[tuple[str, object], ...]:
+    _check_keys(value, RECIPE_KEYS, where, section)
+    typed = {k: _typed(v, RECIPE_KEYS[k], where, f"{section}.{k}") for k, v in value.items()}
     try:
         Recipe(**typed)
     except MvlptError as err:
         _fail(where, str(err))
     return tuple(sorted(typed.items()))
+
+
+def _recipe(value, where: str, methods) -> tuple[tuple, tuple]:
+    """The [recipe] table: (shared overrides, per-method overrides from its [recipe.<method>] tables,
+    each checked on top of the shared ones)."""
+    if not isinstance(value, dict):
+        _fail(where, "[recipe] must be a table")
+    names = [m for m, _ in methods]
+    own = {k: v for k, v in value.items() if isinstance(v, dict)}
+    for method in own:
+        if method not in names:
+            _fail(where, f"[recipe.{method}] names no method of the study (its methods: {', '.join(names)})")
+    shared = _recipe_items({k: v for k, v in value.items() if k not in own}, where, "recipe")
+    per_method = tuple(
+        (m, _recipe_items(dict(shared) | own[m], where, f"recipe.{m}")) for m in names if m in own
+    )
+    return shared, tuple((m, tuple(i for i in items if i not in shared)) for m, items in per_method)
 
 
 def _resources(value, where: str) -> Resources:
@@ -348,12 +370,14 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
     tasks, suite = _tasks(data["tasks"], where)
     seeds = _int_list(data.get("seeds", [0]), where, "seeds", 0)
     stages = _choices(data.get("stages", list(DEFAULT_STAGES)), SPEC_STAGES, where, "stages")
+    methods = _methods(data["methods"], where)
+    recipe, method_recipes = _recipe(data.get("recipe", {}), where, methods)
     spec = StudySpec(
         name=name,
         backbone=_typed(data["backbone"], str, where, "backbone"),
         tasks=tasks,
         suite=suite,
-        methods=_methods(data["methods"], where),
+        methods=methods,
         shots=_int_list(data.get("shots", [5]), where, "shots", 1),
         seeds=seeds,
         stages=stages,
@@ -365,7 +389,8 @@ def spec_from_dict(data: dict, where: str = "spec") -> StudySpec:
         joint_sampling=_choice(
             data.get("joint_sampling", JOINT_SAMPLINGS[0]), JOINT_SAMPLINGS, where, "joint_sampling"
         ),
-        recipe=_recipe(data.get("recipe", {}), where),
+        recipe=recipe,
+        method_recipes=method_recipes,
         resources=_resources(data.get("resources", {}), where),
         noise=_noise(data.get("noise", {}), where, seeds, len(tasks)),
         multisource=_multisource(
