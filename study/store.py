@@ -408,8 +408,8 @@ def _row_problem(row: dict, stem: str, study: str | None) -> str | None:
         return "its row is not the cell its file name says"
     if not _SAFE_ID.fullmatch(stem) or len(stem) > 128:
         return "not a valid cell id"
-    empty = [k for k in ("cell_id", "status", "stage", "method") if row[k] is None]  # a multitask
-    # cell has no target
+    # a multitask cell has no target: the keys every count groups by
+    empty = [k for k in ("cell_id", "status", "stage", "method") if row[k] is None]
     if empty:
         return f"its row has no {empty[0]}"
     if row["status"] not in ("ok", "failed"):
