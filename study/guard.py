@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from pipeline.errors import MvlptError
-from study.store import SPEC_JSON, Store
+from study.store import PROMPTS, SPEC_JSON, SPEC_TOML, Store
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,18 @@ def check_out(location: str) -> None:
 
 def check_own_files(store: Store) -> None:
     """Refuse a study folder whose own files or folders are links (a write through one lands
-    outside the folder) or that holds a folder named like a cell (a cell's row could not be stored)."""
+    outside the folder) or of the wrong kind (a folder where the study keeps a file, a folder named
+    like a cell): a launch would stop half-way, after changing the folder."""
+    from analysis.load import TABLES_DIR
+
+    kinds = dict(store.entries())
+    expected = {PROMPTS: "dir", TABLES_DIR: "dir", SPEC_JSON: "file", SPEC_TOML: "file", LOCK: "file"}
+    wrong = [n for n, kind in expected.items() if kinds.get(n, kind) not in (kind, "link")]
+    if wrong:
+        what = "folder" if expected[wrong[0]] == "dir" else "file"
+        raise MvlptError(
+            f"{store.location}: '{wrong[0]}' is not a {what}, and the study keeps a {what} there"
+        )
     links = store.links()
     if links:
         raise MvlptError(

@@ -210,7 +210,7 @@ class Store:
         pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), sink)
         self._write_atomic(f"{check_cell_id(row['cell_id'])}.parquet", sink.getvalue().to_pybytes())
 
-    def _entries(self, folder: str | None = None) -> list[tuple[str, str]]:
+    def entries(self, folder: str | None = None) -> list[tuple[str, str]]:
         """(name, kind) of a folder's entries without following links: kind is 'file' (a regular
         file), 'dir', 'link' or 'other' (a pipe, a socket, a device: never opened)."""
         where = self.root if folder is None else self._path(folder)
@@ -228,13 +228,13 @@ class Store:
 
     def cell_files(self) -> list[str]:
         """The paths of the folder's cell files: plain files named `*.parquet` (not '.' or '_')."""
-        return [self._path(n) for n, kind in sorted(self._entries()) if _cell_name(n) and kind == "file"]
+        return [self._path(n) for n, kind in sorted(self.entries()) if _cell_name(n) and kind == "file"]
 
     def odd_cells(self) -> list[SkippedFile]:
         """Entries named like cells that are not plain files of the folder (a folder, a link)."""
         return [
             SkippedFile(n, f"a {_KIND_TEXT[kind]}, not a cell file")
-            for n, kind in sorted(self._entries())
+            for n, kind in sorted(self.entries())
             if _cell_name(n) and kind != "file"
         ]
 
@@ -242,11 +242,11 @@ class Store:
         """The folder's own entries, and those of its `_` folders, that are links (or not plain
         files and folders): a write through one would land outside the folder."""
         out = []
-        for name, kind in sorted(self._entries()):
+        for name, kind in sorted(self.entries()):
             if kind in ("link", "other"):
                 out.append(name)
             elif kind == "dir" and name.startswith("_"):
-                out += [f"{name}/{n}" for n, k in sorted(self._entries(name)) if k in ("link", "other")]
+                out += [f"{name}/{n}" for n, k in sorted(self.entries(name)) if k in ("link", "other")]
         return out
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
@@ -271,7 +271,7 @@ class Store:
         """Leave out rows outside the study's grid (`known` ids; None: not recorded) and ok rows
         whose stored prompt is missing or damaged (the cell runs again)."""
         keep, skipped = [], []
-        prompts = dict(self._entries(PROMPTS)) if table.num_rows else {}
+        prompts = dict(self.entries(PROMPTS)) if table.num_rows else {}
         rows = table.select(["cell_id", "status", "prompt_path"]).to_pylist()
         for r in rows:
             cid, prompt = r["cell_id"], r["prompt_path"]
