@@ -308,3 +308,43 @@ def test_any_value_of_a_metadata_field_is_read_or_refused_in_one_line(
         rc = main([str(a) for a in argv])
         err = capsys.readouterr().err.strip()
         assert rc in (0, 2) and "\n" not in err and "unexpected" not in err, (field, value, err)
+
+
+SCALAR = st.none() | st.booleans() | st.integers(-2, 2) | st.floats(allow_nan=True) | st.text(max_size=4)
+
+
+@st.composite
+def _rows(draw) -> dict:
+    """A row of a real cell's file with some columns dropped or given other values of any type."""
+    from study.store import SCHEMA
+
+    fields = draw(st.lists(st.sampled_from(SCHEMA.names), unique=True, max_size=6))
+    return {name: draw(SCALAR) for name in fields}
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(changes=_rows())
+def test_any_row_in_a_cell_file_counts_only_when_it_is_a_cell_and_is_named_otherwise(
+    capsys, finished_study, tmp_path_factory, changes
+):
+    from study.store import CELL_KEYS
+
+    folder = copy_of(finished_study, tmp_path_factory.mktemp("row"))
+    cid = cell_ids(finished_study)["single"][0]
+    row = {**pq.read_table(_cell(folder, cid)).to_pylist()[0], **changes}
+    try:
+        data = _parquet([row])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # values arrow itself cannot store
+        return
+    _cell(folder, cid).write_bytes(data)
+    assert main(["status", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert "unexpected" not in err and _counts(out)[0] in ("11", "12"), out
+    broken = any(not isinstance(row[k], str) for k in CELL_KEYS if k != "target") or row["cell_id"] != cid
+    if broken or row["status"] not in ("ok", "failed"):
+        assert f"{cid}.parquet (" in out, (changes, out)
