@@ -134,23 +134,43 @@ def _concat(tables: list[pa.Table]) -> pd.DataFrame:
         return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 
 
-def read_cells(folder: Path, study: str | None = None) -> tuple[pd.DataFrame, tuple[SkippedFile, ...]]:
-    """All cell rows of a folder, read file by file; unreadable files, and rows of a study other than
-    `study` (when given), are skipped and returned."""
-    names = sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.name.endswith(".parquet") and not p.name.startswith((".", "_")) and p.is_file()
+def _cell_problem(table: pa.Table, name: str, study: str | None, known: frozenset | None) -> str | None:
+    """Why the rows of the cell file `name` are not cells of the study, or None."""
+    if (why := _foreign_column(table)) is not None:
+        return why
+    if study is not None and "study" in table.column_names:
+        foreign = {s for s in table.column("study").to_pylist() if s is not None and s != study}
+        if foreign:
+            return f"a row of another study ({sorted(map(str, foreign))[0]!r})"
+    if "cell_id" in table.column_names:
+        ids = table.column("cell_id").to_pylist()
+        if ids != [name.removesuffix(".parquet")]:
+            return "its row is not the cell its file name says"
+        if known is not None and ids[0] not in known:
+            return "not a cell of this study's grid"
+    return None
+
+
+def read_cells(
+    folder: Path, study: str | None = None, known: frozenset | None = None
+) -> tuple[pd.DataFrame, tuple[SkippedFile, ...]]:
+    """All cell rows of a folder, read file by file; unreadable files, rows of a study other than
+    `study` (when given), rows under another file name or outside the study's grid (`known` ids,
+    when recorded), and entries named like cells that are not plain files are skipped and returned."""
+    entries = sorted(
+        p for p in folder.iterdir() if p.name.endswith(".parquet") and not p.name.startswith((".", "_"))
     )
     tables, skipped = [], []
-    for name in names:
-        table, why = _read_parquet(folder / name, CELL_COLUMNS)
-        if table is not None and (why := _foreign_column(table)) is not None:
+    for path in entries:
+        name = path.name
+        if path.is_symlink() or not path.is_file():
+            kind = "link" if path.is_symlink() else "folder" if path.is_dir() else "special file"
+            why = f"a {kind}, not a cell file"
             table = None
-        if table is not None and study is not None and "study" in table.column_names:
-            foreign = {s for s in table.column("study").to_pylist() if s is not None and s != study}
-            if foreign:
-                table, why = None, f"a row of another study ({sorted(map(str, foreign))[0]!r})"
+        else:
+            table, why = _read_parquet(path, CELL_COLUMNS)
+        if table is not None and (why := _cell_problem(table, name, study, known)) is not None:
+            table = None
         if table is None:
             log.warning("skipped %s: %s", name, why)
             skipped.append(SkippedFile(name, why))
@@ -202,8 +222,9 @@ def load_study(folder: str | Path) -> StudyTables:
     if not folder.is_dir():
         raise ReportError(f"not a folder: {folder}")
     meta = read_meta(folder)
-    name = meta.get("name")
-    cells, skipped = read_cells(folder, name if isinstance(name, str) else None)
+    name, ids = meta.get("name"), meta.get("cell_ids")
+    known = frozenset(ids) if isinstance(ids, list) else None
+    cells, skipped = read_cells(folder, name if isinstance(name, str) else None, known)
     skipped = list(skipped)
     embeddings = None
     if (path := _table_path(folder, EMBEDDINGS)) is not None:

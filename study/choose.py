@@ -196,17 +196,14 @@ def prompt_similarities(cells: pd.DataFrame, store: Store, spec: StudySpec) -> d
 
 def embedding_similarities(store: Store, spec: StudySpec, evidence: Evidence) -> None:
     """Visual (per shots and seed) and label similarities from the folder's embeddings table."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    from analysis.load import EMBEDDINGS, image_arrays, label_arrays
+    from analysis.load import image_arrays, label_arrays
     from analysis.similarity import label_similarity, visual_similarity
+    from study.embed import read_embeddings
 
-    data = store.read_bytes(EMBEDDINGS)
-    if data is None:
+    stored = read_embeddings(store)
+    if stored is None:
         return
-    table = pq.read_table(io.BytesIO(data)).to_pandas()
+    table = stored.to_pandas()
     labels = label_arrays(table)
     if set(spec.tasks) <= set(labels):
         evidence.label = label_similarity({t: labels[t] for t in spec.tasks})

@@ -49,15 +49,34 @@ def _json_safe(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
+def _task_list(text: str, flag: str) -> tuple[str, ...]:
+    """The tasks of `--sources`/`--group` a,b,c: none empty, none named twice."""
+    from pipeline.errors import MvlptError
+    from study.spec import task_key
+
+    tasks = tuple(t.strip() for t in text.split(","))
+    if not all(tasks):
+        raise MvlptError(f"{flag}: empty task name in '{text}' (expected a,b,c)")
+    keys = [task_key(t) for t in tasks]
+    twice = next((t for k, t in zip(keys, tasks, strict=True) if keys.count(k) > 1), None)
+    if twice is not None:
+        raise MvlptError(f"{flag} names the task '{twice}' twice in '{text}'")
+    return tasks
+
+
 def _task_set(args) -> tuple[str | None, tuple[str, ...]]:
     """(stage, tasks) of `mvlpt cell --sources` (multisource) or `--group` (groups); else (None, ())."""
-    if args.sources and args.group:
-        raise SystemExit(
-            "mvlpt: error: --sources (a multisource cell) and --group (a groups cell) exclude each other"
-        )
-    if args.sources:
-        return "multisource", args.sources
-    return ("groups", args.group) if args.group else (None, ())
+    from pipeline.errors import MvlptError
+
+    if args.sources is not None and args.group is not None:
+        raise MvlptError("--sources (a multisource cell) and --group (a groups cell) exclude each other")
+    if args.sources is not None:
+        return "multisource", _task_list(args.sources, "--sources")
+    if args.group is not None:
+        return "groups", _task_list(args.group, "--group")
+    if args.policy is not None:
+        raise MvlptError("--policy labels the task set of --sources or --group; give one of them")
+    return None, ()
 
 
 def cmd_cell(args) -> int:
@@ -82,7 +101,7 @@ def cmd_cell(args) -> int:
         mode=args.mode,
         stage=stage,
         tasks=tasks,
-        policy=args.policy if tasks else None,
+        policy=(args.policy or "given") if tasks else None,
         method_config=_key_values(args.config, "--config"),
         recipe=recipe,
         backbone=args.backbone,
@@ -255,7 +274,9 @@ def cmd_report(args) -> int:
     """Write the HTML report of a study folder (figures, tables) and print its summary."""
     from analysis.report import ReportError, make_report
     from pipeline.errors import MvlptError
+    from study.store import Store
 
+    Store(args.dir).meta()  # its metadata's types, checked as every command checks them
     try:
         report = make_report(args.dir, out=args.out, n_boot=args.boot)
     except ReportError as err:  # analysis cannot import pipeline: its input errors become ours here
@@ -322,16 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cell.add_argument(
         "--sources",
-        type=_csv(str),
         help="a multisource cell: a prompt tuned on these tasks together (a,b,c) starts the target's",
     )
     cell.add_argument(
         "--group",
-        type=_csv(str),
         help="a groups cell: the prompt tuned on this group (a,b,c) scored on the target",
     )
     cell.add_argument(
-        "--policy", default="given", help="--sources/--group: the label of the rule that chose them"
+        "--policy", help="--sources/--group: the label of the rule that chose them (default: given)"
     )
     cell.add_argument(
         "--source-state",

@@ -47,6 +47,35 @@ def designed_table(tasks) -> pa.Table | None:
     return pa.Table.from_pylist(rows)
 
 
+def read_embeddings(store: Store) -> pa.Table | None:
+    """The folder's embeddings table in the kernel's format, or None when it has none or a damaged
+    one (torn, foreign columns or types): a launch rebuilds it, a plan reads no similarity from it."""
+    from pipeline.embed import SCHEMA
+
+    data = store.read_bytes(EMBEDDINGS)
+    if data is None:
+        return None
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as err:  # torn or foreign bytes: pyarrow raises ArrowInvalid, OSError and others
+        log.warning("%s/%s is damaged (%s); the next launch rebuilds it", store.location, EMBEDDINGS, err)
+        return None
+    wrong = [
+        f.name
+        for f in SCHEMA
+        if f.name not in table.column_names or table.schema.field(f.name).type != f.type
+    ]
+    if wrong:
+        log.warning("%s/%s has no column '%s' of the kernel's type; the next launch rebuilds it",
+                    store.location, EMBEDDINGS, wrong[0])  # fmt: skip
+        return None
+    return table.select(SCHEMA.names)
+
+
+def embeddings_sound(store: Store) -> bool:
+    return read_embeddings(store) is not None
+
+
 def stored_prompt_rows(store: Store) -> list[dict]:
     """One prompt row per single cell finished in the store."""
     from pipeline.embed import prompt_row

@@ -14,7 +14,7 @@ from pipeline.cell import IDENTITY_VERSION, PROTOCOLS
 from pipeline.errors import MvlptError
 from study.plan import Plan
 from study.spec import STAGE_RANK, StudySpec, spec_from_dict
-from study.store import SPEC_JSON, SPEC_TOML, Store
+from study.store import SPEC_JSON, SPEC_TOML, Store, local_location
 
 SPECS_DIR = Path(__file__).parent / "specs"
 # Fields that enter every cell's identity: changing one would silently start a different study in
@@ -137,10 +137,22 @@ def write_meta(
     grid_counts: Counter,
     source_text: str | None,
     backbone_id: str | None = None,
+    *,
+    cell_ids=(),
+    weights: str | None = None,
 ) -> None:
+    """Record the study in `_study.json`: its spec and identity, its grid's counts, the ids of every
+    cell it has planned (a row under another id is not one of its cells), the weights it runs with."""
     meta = store.meta() or {}
     if backbone_id is not None:
         meta["backbone_identity"] = backbone_id
+    if weights is not None:
+        from study.guard import WEIGHTS_KEY
+
+        meta[WEIGHTS_KEY] = weights
+    if cell_ids:  # a folder written before the list: its stored cells were planned by their launches
+        known = meta["cell_ids"] if "cell_ids" in meta else store.status_of()
+        meta["cell_ids"] = sorted({*known, *cell_ids})
     identity = _identity(spec)
     if meta.get("identity"):  # keep configs of methods this launch leaves out
         identity["methods"] = {**meta["identity"].get("methods", {}), **identity["methods"]}
@@ -160,6 +172,7 @@ def write_meta(
 
 
 def spec_of_folder(folder: str) -> StudySpec:
+    folder = local_location(folder)
     store = Store(folder)
     meta = store.meta()
     if meta is None:
@@ -219,7 +232,7 @@ class Launch:
 
 def study_location(spec: StudySpec, folder: str | None = None) -> str:
     """The study's folder: `folder` when given (a resumed copy), else the spec's out/name."""
-    location = f"{spec.out.rstrip('/')}/{spec.name}" if folder is None else folder
+    location = local_location(f"{spec.out.rstrip('/')}/{spec.name}" if folder is None else folder)
     if "://" not in location:  # trials run in their own working folders: pass them an absolute path
         location = os.path.abspath(location)
     return location
@@ -229,11 +242,12 @@ def plan_study(spec: StudySpec, folder: str | None = None) -> tuple[Store, Plan,
     """Check the folder (by default the spec's) against the spec and plan the grid.
     -> (store, plan, backbone identity)."""
     from pipeline.backbones import backbone_identity, parse_backbone
-    from study.guard import check_out
+    from study.guard import check_out, check_own_files
 
     location = study_location(spec, folder)
     check_out(location)
     store = Store(location)
+    check_own_files(store)
     backbone_id = backbone_identity(parse_backbone(spec.backbone))
     check_folder(spec, store, backbone_id)
     return store, replan(spec, store), backbone_id
@@ -262,11 +276,15 @@ def dry_run_table(
 ) -> str:
     """The grid's counts per stage and method, what is done and what is left; runs nothing. A new
     folder needs no cell identities (so no data or weights): nothing in it is done."""
+    from pipeline.backbones import parse_backbone
     from study.grid import expand
-    from study.guard import check_resources
+    from study.guard import check_out, check_own_files, check_resources
 
     check_resources(dataclasses.asdict(spec.resources), address, num_cpus)  # a study that cannot run
     store = Store(study_location(spec, folder))
+    check_out(store.location)  # what `run` refuses, the dry run refuses too
+    check_own_files(store)
+    parse_backbone(spec.backbone)
     pending = Counter()
     if store.cell_files():
         _, plan, _ = plan_study(spec, folder)
@@ -310,26 +328,28 @@ def launch(
     """Run a study: check its folder, write its metadata and embeddings, plan its cells, run what
     is not done, then store the learned prompts' embeddings. `folder`: the study's folder when it is
     not the spec's (a resumed copy)."""
-    from study.embed import EMBEDDINGS, write_embeddings
-    from study.guard import check_resources, lock_folder, record_weights
+    from study.embed import embeddings_sound, write_embeddings
+    from study.guard import check_resources, launch_weights, lock_folder
 
     store, plan, backbone_id = plan_study(spec, folder)
     check_resources(dataclasses.asdict(spec.resources), address, num_cpus)
+    weights = launch_weights(spec, store)  # loads the backbone: nothing is written before it loads
     lock_folder(store)
     store.create()
-    write_meta(spec, store, plan.grid_counts(), source_text, backbone_id)
-    record_weights(spec, store)
+    ids = plan.ids.values()
+    write_meta(spec, store, plan.grid_counts(), source_text, backbone_id, cell_ids=ids, weights=weights)
     cache_dir = cache_dir or feature_cache_dir()
     if plan.finished:
-        if not store.has(EMBEDDINGS):
+        if not embeddings_sound(store):
             write_embeddings(spec, store, cache_dir)
         return Launch(store.location, plan, plan.counts(store.status_of()))
-    if not store.has(EMBEDDINGS):
+    if not embeddings_sound(store):
         # before any cell, so a study stopped part-way can still be reported on, and before the
         # plan's choices that read similarities; this also builds (pre-trains) the backbone once
         # here rather than in every worker at the same time
         write_embeddings(spec, store, cache_dir, prompts=False)
         plan = replan(spec, store)
+        write_meta(spec, store, plan.grid_counts(), None, backbone_id, cell_ids=plan.ids.values())
     from study.schedule import run_plan
 
     tried: set[str] = set()  # a cell that fails is retried by the next launch, not by the next round
@@ -348,6 +368,6 @@ def launch(
         tried |= {plan.ids[c] for c in todo}
         # the finished cells may choose the sets of pending ones: plan again, run what is new
         plan = replan(spec, store) if plan.pending else plan
-        write_meta(spec, store, plan.grid_counts(), None, backbone_id)
+        write_meta(spec, store, plan.grid_counts(), None, backbone_id, cell_ids=plan.ids.values())
     write_embeddings(spec, store, cache_dir)  # now with the learned prompts of the single cells
     return Launch(store.location, plan, plan.counts(store.status_of()))

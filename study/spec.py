@@ -142,8 +142,14 @@ NAME_MAX = 100  # a study name is a folder name and a column value: short, one l
 def check_name(name: str, where: str) -> str:
     """`name` when it can be a study's folder name, else one error line naming the problem."""
     bad = [c for c in name if c in "/\\\0" or not c.isprintable()]
-    if not name.strip() or name.startswith(".") or bad or len(name) > NAME_MAX:
-        why = f"at most {NAME_MAX} characters" if len(name) > NAME_MAX else "a plain folder name"
+    # a folder name is at most 255 bytes on common filesystems: 100 characters of CJK are 300
+    long = len(name) > NAME_MAX or len(name.encode("utf-8", "surrogatepass")) > NAME_MAX
+    if not name.strip() or name.startswith(".") or bad or long:
+        why = (
+            f"at most {NAME_MAX} characters (and {NAME_MAX} bytes in UTF-8)"
+            if long
+            else "a plain folder name"
+        )
         _fail(
             where, f"'name' must be {why} (no path separator, control character or leading '.'), got {name!r}"
         )
@@ -191,6 +197,12 @@ def _choice(value, allowed, where: str, key: str) -> str:
     return value
 
 
+def task_key(task: str) -> str:
+    """What a task name means: an image folder's path names the same task with or without a
+    trailing '/' or './'."""
+    return os.path.normpath(task) if os.sep in task or os.path.isdir(task) else task
+
+
 def _tasks(value, where: str) -> tuple[tuple[str, ...], str | None]:
     if isinstance(value, dict):
         _check_keys(value, {"suite"}, where, "tasks")
@@ -201,8 +213,7 @@ def _tasks(value, where: str) -> tuple[tuple[str, ...], str | None]:
         _fail(where, "'tasks' must be a list of task names or {suite = \"NAME\"}")
     seen: dict[str, str] = {}
     for task in value:
-        # an image folder's path names the same task with or without a trailing '/' or './'
-        key = os.path.normpath(task) if os.sep in task or os.path.isdir(task) else task
+        key = task_key(task)
         if key in seen:
             same = f"'{seen[key]}' and '{task}' name the same task" if seen[key] != task else f"'{task}'"
             _fail(where, f"'tasks' repeats a task: {same}")
