@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BASE = dict(epochs=5, min_steps=20, lr=0.25, momentum=0.9, weight_decay=5e-4, warmup_epochs=1, warmup_lr=1e-3)
-# name -> (shots, recipe fields over BASE)
+# name -> (shots, recipe fields over BASE); a candidate runs every --methods method
 CANDIDATES = {
     "4-shot start-or-best": (4, dict(selection="val_metric_with_start")),
     "4-shot best-acc": (4, dict(selection="val_metric")),
@@ -45,8 +45,12 @@ CANDIDATES = {
     "8-shot last": (8, dict(selection="last")),
     "16-shot last": (16, dict(selection="last")),
     "8-shot last lr0.1 40st": (8, dict(selection="last", lr=0.1, min_steps=40)),
-    "8-shot last lr0.5": (8, dict(selection="last", lr=0.5)),
+    "4-shot last lr0.05": (4, dict(selection="last", lr=0.05)),
+    "8-shot last lr0.05": (8, dict(selection="last", lr=0.05)),
+    "4-shot last lr0.1": (4, dict(selection="last", lr=0.1)),
 }
+# tasks spread over the suite's domains and designed relations (shared words, same factor)
+SPREAD = ("shapes", "colors", "digits", "textures", "backgrounds", "counts", "glyph-colors", "pattern-backgrounds")
 
 
 def grid_cells(tasks: list[str], methods, seeds: list[int], shots: int, recipe) -> list:
@@ -166,10 +170,14 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=6, help="the first N built-in tasks")
+    parser.add_argument("--tasks", type=int, default=8, help="the first N of a spread of built-in tasks")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="coop,vpt,upt")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument(
+        "--candidates",
+        default=",".join(CANDIDATES),
+        help="NAME or NAME@METHOD (that method alone), comma-separated",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", help="also write every cell's row to this Parquet file")
     args = parser.parse_args(argv)
@@ -181,13 +189,15 @@ def main(argv: list[str] | None = None) -> None:
 
     spec = load_spec(resolve_spec_path("default"))
     methods = [(m, c) for m, c in spec.methods if m in args.methods.split(",")]
-    tasks = list(suite_tasks("builtin"))[: args.tasks]
+    tasks = [t for t in SPREAD if t in suite_tasks("builtin")][: args.tasks]
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = []
-    for name in args.candidates.split(","):
+    for item in args.candidates.split(","):
+        name, _, only = item.partition("@")
         shots, fields = CANDIDATES[name]
         recipe = dataclasses.replace(Recipe(**BASE), **fields)
-        jobs += [(name, c) for c in grid_cells(tasks, methods, seeds, shots, recipe)]
+        chosen = [(m, c) for m, c in methods if not only or m == only]
+        jobs += [(name, c) for c in grid_cells(tasks, chosen, seeds, shots, recipe)]
     print(f"{len(jobs)} cells: {len(tasks)} tasks x {len(seeds)} seeds x {len(methods)} methods", flush=True)
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(args.workers, initializer=_init) as pool:

@@ -34,7 +34,8 @@ def _out(capsys, argv) -> str:
 
 def _counts(text: str, stage: str) -> list[str]:
     """The numbers of a stage's line of a status or dry-run table."""
-    return next(line.split()[-3:] for line in text.splitlines() if line.startswith(f"{stage} "))
+    line = next(line for line in text.splitlines() if line.startswith(f"{stage} "))
+    return [w for w in line.split() if w.isdigit()][:3]
 
 
 def _parquet(rows: list[dict], schema: pa.Schema | None = None) -> bytes:
