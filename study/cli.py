@@ -218,21 +218,22 @@ def _launch(spec, args, source_text: str | None) -> int:
 
 def cmd_run(args) -> int:
     """Run a study spec (default: the built-in default study), skipping cells already stored."""
-    from study.launch import apply_overrides, resolve_spec_path
-    from study.spec import load_spec
+    from study.launch import SPECS_DIR, resolve_spec_path
+    from study.overrides import command_line_spec
 
+    pairs = list(args.overrides)
+    if args.spec is not None and "=" in args.spec and not os.path.exists(args.spec):
+        pairs.insert(0, args.spec)  # `mvlpt run noise.pairs=2`: the default spec with an override
+        args.spec = None
     path = resolve_spec_path(args.spec)
-    spec = apply_overrides(
-        load_spec(path),
-        methods=args.methods,
-        tasks=args.tasks,
-        seeds=args.seeds,
-        shots=args.shots,
-        epochs=args.epochs,
-        mode=args.mode,
-        name=args.name,
-        out=args.out,
-    )
+    flags = {
+        k: getattr(args, k) for k in ("methods", "tasks", "seeds", "shots", "epochs", "mode", "name", "out")
+    }
+    spec, shrunk = command_line_spec(path, path.parent == SPECS_DIR, flags, pairs)
+    if shrunk:
+        print(
+            f"study {spec.name}: on {len(spec.tasks)} tasks, shrunk {', '.join(shrunk)} (the most they allow)"
+        )
     return _launch(spec, args, path.read_text())
 
 
@@ -347,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a study (default: the built-in default study)")
     run.add_argument("spec", nargs="?", help="a TOML spec or a shipped spec name (default, elevater)")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="set any spec field, e.g. noise.pairs=2 multisource.k=2 recipe.lr=0.1 methods.coop.n_ctx=8",
+    )
     run.add_argument("--methods", type=_csv(str), help="subset of the spec's methods, e.g. coop,vpt")
     run.add_argument("--tasks", type=_csv(str), help="tasks to use instead of the spec's")
     run.add_argument("--seeds", type=_csv(int), help="e.g. 0,1,2")

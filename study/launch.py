@@ -41,6 +41,11 @@ def resolve_spec_path(name_or_path: str | None) -> Path:
 
 def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
     """Command-line overrides (methods, tasks, seeds, shots, epochs, mode, name, out)."""
+    return spec_from_dict(overridden(spec, **overrides), where="command line")
+
+
+def overridden(spec: StudySpec, **overrides) -> dict:
+    """The spec's TOML document with the command line's flags (apply_overrides) set, not validated."""
     data = spec.to_dict()
     if overrides.get("methods"):
         from pipeline.methods import TUNED_METHODS
@@ -62,7 +67,7 @@ def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
     for key in ("name", "out"):
         if overrides.get(key) is not None:  # an empty one is refused by the loader, not ignored
             data[key] = overrides[key]
-    return spec_from_dict(data, where="command line")
+    return data
 
 
 def _identity(spec: StudySpec) -> dict:
