@@ -218,6 +218,20 @@ def _launch(spec, args, source_text: str | None) -> int:
 
 def cmd_run(args) -> int:
     """Run a study spec (default: the built-in default study), skipping cells already stored."""
+    path, spec, shrunk = _spec_of_command(args)
+    if shrunk:
+        print(
+            f"study {spec.name}: on {len(spec.tasks)} tasks, shrunk {', '.join(shrunk)} (the most they allow)"
+        )
+    if not args.dry_run:
+        from study.datacheck import require_data
+
+        require_data(spec)  # every data problem of every task, before Ray starts
+    return _launch(spec, args, path.read_text())
+
+
+def _spec_of_command(args):
+    """The spec a command names (SPEC, KEY=VALUE overrides, flags) and the sizes it shrank."""
     from study.launch import SPECS_DIR, resolve_spec_path
     from study.overrides import command_line_spec
 
@@ -226,15 +240,28 @@ def cmd_run(args) -> int:
         pairs.insert(0, args.spec)  # `mvlpt run noise.pairs=2`: the default spec with an override
         args.spec = None
     path = resolve_spec_path(args.spec)
-    flags = {
-        k: getattr(args, k) for k in ("methods", "tasks", "seeds", "shots", "epochs", "mode", "name", "out")
-    }
-    spec, shrunk = command_line_spec(path, path.parent == SPECS_DIR, flags, pairs)
-    if shrunk:
-        print(
-            f"study {spec.name}: on {len(spec.tasks)} tasks, shrunk {', '.join(shrunk)} (the most they allow)"
-        )
-    return _launch(spec, args, path.read_text())
+    keys = ("methods", "tasks", "seeds", "shots", "epochs", "mode", "name", "out")
+    spec, shrunk = command_line_spec(
+        path, path.parent == SPECS_DIR, {k: getattr(args, k, None) for k in keys}, pairs
+    )
+    return path, spec, shrunk
+
+
+def cmd_data_check(args) -> int:
+    """Per task: where its data are, classes, images per split, whether every class has the
+    largest K shots; then every problem in one line each. Exit 1 when there is any."""
+    from study.datacheck import check_data
+
+    _, spec, _ = _spec_of_command(args)
+    check = check_data(spec.tasks, spec.shots)
+    print(check.table())
+    problems = check.problems()
+    if problems:
+        print(f"{len(problems)} problems:")
+        print("\n".join(f"  {p}" for p in problems))
+        return 1
+    print(f"the data of all {len(spec.tasks)} tasks can serve {spec.name}'s grid")
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -365,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     _scheduling_flags(run)
     run.set_defaults(func=cmd_run)
 
+    data = sub.add_parser("data", help="inspect the data of a study's tasks")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    check = data_sub.add_parser("check", help="each task's data, and every problem that would stop a run")
+    check.add_argument("spec", nargs="?", help="a TOML spec or a shipped spec name (default: default)")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="set any spec field")
+    check.add_argument("--tasks", type=_csv(str), help="tasks to check instead of the spec's")
+    check.add_argument("--shots", type=_csv(int), help="the shots to check for, e.g. 5,20")
+    check.set_defaults(func=cmd_data_check)
+
     resume = sub.add_parser("resume", help="run what a study folder is missing")
     resume.add_argument("dir")
     _scheduling_flags(resume)
@@ -391,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_stdout() -> None:
+    """The reader of our output left (`mvlpt tasks | head -3`): that is not an error. What is still
+    buffered goes to /dev/null, so that the interpreter's last flush at exit does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("run", "resume"):
@@ -409,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mvlpt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except Exception as err:
         if args.debug:
             raise
@@ -427,6 +474,10 @@ def console() -> None:
     gRPC objects takes seconds and writes nothing (every cell is on disk, fsynced, by then): the
     exit handlers run (Ray's shutdown, the folder lock's release, logging), then the process ends."""
     code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
     if "ray" in sys.modules:
         import atexit
 
