@@ -294,6 +294,9 @@ def dry_run_table(
             f"{sum(pending.values())} multisource and groups cells are chosen from results not stored yet "
             f"(similarities, validation gains); the multitask cells they start from are counted once chosen"
         )
+    from study.estimate import estimate_lines
+
+    lines += estimate_lines(spec, store, counts, done, pending, address, num_cpus)
     return "\n".join(lines)
 
 

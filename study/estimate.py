@@ -1,0 +1,236 @@
+"""How long a launch will take: seconds per cell (the folder's own, or a calibration) over its slots."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# What a trial costs beyond its cell's own seconds on Ray (start, result row, prompt file), and what
+# a launch costs before its first cell (Ray's start, the frozen embeddings) and per round: measured
+# on the built-in default study on 2 cores (README: 2,016 cells in about 24 minutes).
+TRIAL_OVERHEAD_S = 0.25
+LAUNCH_S = 20.0
+ROUND_S = 6.0
+# A calibration cell stops after this many optimizer steps; its seconds per step then scale to the
+# cell's full steps (a real CLIP's 200 epochs are never run to calibrate).
+CALIBRATION_STEPS = 30
+# Cells a calibration does not run, in units of a cell it runs: a multitask cell takes a single
+# cell's steps (study.grid), a multisource cell tunes the target as a single cell does, a groups
+# cell only scores the group's prompt on the target (about a zero-shot cell, at least a third of a
+# single one: prompted image towers run on the test split).
+LIKE = {"multitask": "single", "multisource": "single", "transfer:init": "single"}
+GROUPS_FRACTION = 1 / 3
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds per cell per (stage, method), where they came from, and the slots that share them."""
+
+    seconds: dict  # (stage, method) -> seconds per cell
+    source: str
+    slots: int
+    notes: tuple[str, ...] = ()
+
+    def lines(self, to_run: Counter, rounds: int) -> list[str]:
+        out = [f"time estimate: {self.source}; {self.slots} cells at a time", *self.notes]
+        out.append(f"{'stage':<11} {'method':<9} {'to run':>7} {'s/cell':>7} {'wall':>9}")
+        total = LAUNCH_S + ROUND_S * rounds
+        for (stage, method), n in to_run.items():
+            if n == 0:
+                continue
+            per = self.seconds.get((stage, method), 0.0) + TRIAL_OVERHEAD_S
+            wall = n * per / self.slots
+            total += wall
+            out.append(f"{stage:<11} {method:<9} {n:>7} {per:>7.2f} {_clock(wall):>9}")
+        start = f"{_clock(LAUNCH_S + ROUND_S * rounds)} to start Ray and write embeddings, {rounds} rounds"
+        out.append(f"total: about {_clock(total)} ({start})")
+        return out
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def slots_of(resources: dict, address: str | None, num_cpus: int | None) -> tuple[int, list[str]]:
+    """How many trials run at once here (as study.schedule grants them), and what to say about it."""
+    from study.guard import local_gpus
+
+    notes = []
+    cpu, gpu = float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))
+    if address:
+        notes.append("on a cluster the slots are known once joined: the estimate is for one slot")
+        return 1, notes
+    cpus = num_cpus if num_cpus is not None else os.cpu_count() or 1
+    slots = max(1, int(cpus // cpu))
+    have = local_gpus() if gpu > 0 else 0
+    if gpu > 0 and have == 0:
+        notes.append(
+            f"the spec asks for {gpu:g} GPU per trial and this machine has none: its cells run on CPU, "
+            "and the estimate is for CPU"
+        )
+    elif gpu > 0:
+        slots = min(slots, max(1, int(have // gpu)))
+    return slots, notes
+
+
+def from_folder(rows) -> dict:
+    """Median seconds per cell per (stage, method) of a folder's finished cells (wall_s of ok rows)."""
+    per: dict = {}
+    for stage, method, wall in rows:
+        per.setdefault((stage, method), []).append(wall)
+    return {key: statistics.median(v) for key, v in per.items()}
+
+
+def _timed(cell, context) -> tuple[float, object]:
+    from pipeline.run import run
+
+    start = time.perf_counter()
+    result = run(cell, context=context)
+    return time.perf_counter() - start, result
+
+
+def _steps(cell, n_train: int) -> int:
+    from pipeline.loop import epochs_for
+
+    return epochs_for(cell.recipe, n_train) * max(1, math.ceil(n_train / cell.recipe.batch_size))
+
+
+def _calibration_cell(cell, n_train: int):
+    """(the cell, or the cell stopped after about CALIBRATION_STEPS steps; its steps; the full cell's)."""
+    full = _steps(cell, n_train)
+    if full <= CALIBRATION_STEPS:
+        return cell, full, full
+    per_epoch = max(1, math.ceil(n_train / cell.recipe.batch_size))
+    epochs = max(1, CALIBRATION_STEPS // per_epoch)
+    recipe = dataclasses.replace(cell.recipe, epochs=epochs, min_steps=0, warmup_epochs=min(1, epochs - 1))
+    return dataclasses.replace(cell, recipe=recipe), epochs * per_epoch, full
+
+
+def calibrate(spec, cache_dir: str | None) -> dict:
+    """Seconds per cell per (stage, method) from one cell of each kind run here: a zero-shot cell (its
+    test split's features computed first, as a study's feature cache holds them), then per method a
+    single cell and a joint transfer cell on the spec's first two tasks, with the spec's recipe (a
+    long one stopped after CALIBRATION_STEPS steps, its training time scaled to the full steps)."""
+    from pipeline.data import resolve_task
+    from pipeline.data.sampler import val_shots
+    from pipeline.run import Context
+    from study.grid import expand
+
+    context = Context(cache_dir=cache_dir)
+    small = dataclasses.replace(
+        spec,
+        tasks=spec.tasks[:2],
+        stages=tuple(s for s in ("zeroshot", "single", "transfer") if s in spec.stages),
+        modes=("joint",),
+        noise=dataclasses.replace(spec.noise, seeds=(), pairs=0),
+    )
+    cells = expand(small).cells
+    seconds = {}
+    zs = next((c for c in cells if c.stage == "zeroshot"), None)
+    if zs is not None:
+        _timed(zs, context)  # the backbone and the test split's features, once
+        seconds[("zeroshot", "zeroshot")] = _timed(zs, context)[0]
+    evaluate = seconds.get(("zeroshot", "zeroshot"), 0.0)
+    target = resolve_task(spec.tasks[0])
+    for method, _ in spec.methods:
+        for stage in ("single", "transfer"):
+            found = [c for c in cells if (c.stage, c.method, c.target) == (stage, method, spec.tasks[0])]
+            found = [c for c in found if stage == "single" or c.source != c.target]
+            if not found or (stage == "transfer" and "joint" not in spec.modes):
+                continue
+            n_train = target.num_classes * (found[0].shots - val_shots(found[0].shots))
+            cell, steps, full = _calibration_cell(found[0], n_train)
+            took = _timed(cell, context)[0]
+            seconds[(stage, method)] = (
+                took if steps == full else evaluate + max(took - evaluate, 0) * full / steps
+            )
+            log.info("calibration: %s %s %.2f s (%d of %d steps)", stage, method, took, steps, full)
+    return seconds
+
+
+def fill(seconds: dict, keys) -> dict:
+    """Seconds for every (stage, method) of `keys`, the cells calibration does not run from LIKE."""
+    out = dict(seconds)
+    for stage, method in keys:
+        if (stage, method) in out:
+            continue
+        single = out.get(("single", method), 0.0)
+        if stage == "groups":
+            out[(stage, method)] = max(out.get(("zeroshot", "zeroshot"), 0.0), single * GROUPS_FRACTION)
+        else:
+            out[(stage, method)] = out.get((LIKE.get(stage, "single"), method), single)
+    return out
+
+
+def _rounds(spec) -> int:
+    """A launch's rounds: one, then one per kind of evidence its choices wait for (the single cells'
+    prompts, the transfer cells' validation gains)."""
+    used = set()
+    if "multisource" in spec.stages:
+        used |= {p.removeprefix("top_k:") for p in spec.multisource.policies}
+    if "groups" in spec.stages:
+        used |= set(spec.groups.by)
+    return 1 + len(used & {"prompt", "gain"})
+
+
+def _expected_multitask(spec, pending: Counter) -> Counter:
+    """The multitask cells the pending choices will add: a set per multisource cell (at most), a
+    prompt per group."""
+    out = Counter()
+    per_group = spec.groups.n_groups / max(1, len(spec.tasks))
+    for (stage, method), n in pending.items():
+        out[("multitask", method)] += n if stage == "multisource" else math.ceil(n * per_group)
+    return out
+
+
+def estimate_lines(
+    spec, store, counts: Counter, done: Counter, pending: Counter, address, num_cpus
+) -> list[str]:
+    """The dry run's time estimate: per stage and in total, for the slots this launch will use."""
+    from pipeline.errors import MvlptError, first_line
+
+    slots, notes = slots_of(dataclasses.asdict(spec.resources), address, num_cpus)
+    to_run = Counter({k: n - done[k] for k, n in counts.items() if n > done[k]})
+    expected = _expected_multitask(spec, pending)
+    to_run += expected
+    if not to_run:
+        return ["time estimate: nothing to run"]
+    seconds, source = {}, []
+    if store.cell_files():
+        table = store.read(["stage", "method", "status", "wall_s"]).to_pandas()
+        ok = table[table["status"] == "ok"]
+        seconds = from_folder(zip(ok["stage"], ok["method"], ok["wall_s"], strict=True))
+        if seconds:
+            source.append(f"the folder's {len(ok)} finished cells")
+    missing = [k for k in to_run if k not in fill(seconds, to_run) or ("single", k[1]) not in seconds]
+    if missing:
+        start = time.perf_counter()
+        try:
+            from study.launch import feature_cache_dir
+
+            calibrated = calibrate(spec, feature_cache_dir())
+        except (MvlptError, OSError) as err:
+            return [f"time estimate: none (a calibration cell could not run: {first_line(err)})"]
+        seconds = {**calibrated, **seconds}
+        source.append(
+            f"a calibration on this machine ({len(calibrated)} cells, {time.perf_counter() - start:.0f} s)"
+        )
+    if expected:
+        notes.append(f"{sum(expected.values())} multitask cells expected once their sets are chosen")
+    estimate = Estimate(
+        fill(seconds, to_run), "seconds per cell from " + " and ".join(source), slots, tuple(notes)
+    )
+    return estimate.lines(to_run, _rounds(spec))
