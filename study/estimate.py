@@ -41,7 +41,7 @@ class Estimate:
 
     def lines(self, to_run: Counter, rounds: int) -> list[str]:
         out = [f"time estimate: {self.source}; {self.slots} cells at a time", *self.notes]
-        out.append(f"{'stage':<11} {'method':<9} {'to run':>7} {'s/cell':>7} {'wall':>9}")
+        out.append(f"  {'stage':<11} {'method':<9} {'to run':>7} {'s/cell':>7} {'wall':>9}")
         total = LAUNCH_S + ROUND_S * rounds
         for (stage, method), n in to_run.items():
             if n == 0:
@@ -49,7 +49,7 @@ class Estimate:
             per = self.seconds.get((stage, method), 0.0) + TRIAL_OVERHEAD_S
             wall = n * per / self.slots
             total += wall
-            out.append(f"{stage:<11} {method:<9} {n:>7} {per:>7.2f} {_clock(wall):>9}")
+            out.append(f"  {stage:<11} {method:<9} {n:>7} {per:>7.2f} {_clock(wall):>9}")
         start = f"{_clock(LAUNCH_S + ROUND_S * rounds)} to start Ray and write embeddings, {rounds} rounds"
         out.append(f"total: about {_clock(total)} ({start})")
         return out
@@ -124,8 +124,6 @@ def calibrate(spec, cache_dir: str | None) -> dict:
     test split's features computed first, as a study's feature cache holds them), then per method a
     single cell and a joint transfer cell on the spec's first two tasks, with the spec's recipe (a
     long one stopped after CALIBRATION_STEPS steps, its training time scaled to the full steps)."""
-    from pipeline.data import resolve_task
-    from pipeline.data.sampler import val_shots
     from pipeline.run import Context
     from study.grid import expand
 
@@ -138,6 +136,20 @@ def calibrate(spec, cache_dir: str | None) -> dict:
         noise=dataclasses.replace(spec.noise, seeds=(), pairs=0),
     )
     cells = expand(small).cells
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as a trial runs (study.schedule)
+    try:
+        return _calibrated(spec, cells, context)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _calibrated(spec, cells, context) -> dict:
+    from pipeline.data import resolve_task
+    from pipeline.data.sampler import val_shots
+
     seconds = {}
     zs = next((c for c in cells if c.stage == "zeroshot"), None)
     if zs is not None:
@@ -153,6 +165,11 @@ def calibrate(spec, cache_dir: str | None) -> dict:
                 continue
             n_train = target.num_classes * (found[0].shots - val_shots(found[0].shots))
             cell, steps, full = _calibration_cell(found[0], n_train)
+            if stage == "transfer":  # a study holds the source's frozen features by then: so do we
+                source = next(
+                    c for c in cells if (c.stage, c.method, c.target) == ("single", method, cell.source)
+                )
+                _timed(_calibration_cell(source, n_train)[0], context)
             took = _timed(cell, context)[0]
             seconds[(stage, method)] = (
                 took if steps == full else evaluate + max(took - evaluate, 0) * full / steps

@@ -1,0 +1,134 @@
+"""`mvlpt data check` on image folders and on vision-datasets manifests (ELEVATER's format), a cell
+and a study on a test-made manifest dataset, and output that ends quietly in a closed pipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from study.cli import main
+from tests.toy_data import write_folder
+
+SPEC = """name = "{name}"
+backbone = "tiny"
+tasks = [{tasks}]
+shots = [{shots}]
+stages = {stages}
+[methods.coop]
+n_ctx = 2
+[recipe]
+epochs = 1
+lr = 0.05
+[resources]
+cpu = 1
+"""
+
+
+def _spec(path, tasks, shots=4, stages='["zeroshot", "single"]', name="s"):
+    path.write_text(
+        SPEC.format(name=name, tasks=", ".join(f'"{t}"' for t in tasks), shots=shots, stages=stages)
+    )
+    return str(path)
+
+
+def test_a_bad_folder_names_each_problem_and_exits_non_zero(tmp_path, capsys):
+    bad = write_folder(tmp_path / "bad", classes=("a", "b", "c"), n_train=5, n_test=2)
+    shutil.rmtree(bad / "test")  # a missing split
+    for f in (bad / "train" / "b").iterdir():  # an empty class
+        f.unlink()
+    for f in sorted((bad / "train" / "c").iterdir())[1:]:  # a class with fewer images than K
+        f.unlink()
+    (bad / "train" / "a" / "0.png").write_bytes(b"not an image")  # unreadable
+    good = write_folder(tmp_path / "good")
+    spec = _spec(tmp_path / "s.toml", [bad, good, "no-such-task"])
+    assert main(["data", "check", spec]) == 1
+    out = capsys.readouterr().out
+    problems = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert problems == [
+        f"{bad}: missing split 'test' (no folder {bad / 'test'})",
+        f"{bad}: class 'a' in train: corrupt image file: {bad / 'train' / 'a' / '0.png'} "
+        "(UnidentifiedImageError)",
+        f"{bad}: class 'b' is empty in train (no images in {bad / 'train' / 'b'})",
+        "no-such-task: unknown task 'no-such-task': not a registry task (" + problems[3].split("(", 1)[1],
+        f"{bad}: class 'c' has 1 training images, fewer than 4 shots",
+    ]
+    good_row = next(line for line in out.splitlines() if line.startswith(str(good)[-20:]))
+    assert good_row.split()[-5:] == ["3", "12", "9", "4", "ok"]  # classes, train, test, fewest, K
+    # `mvlpt run` names them all before Ray starts
+    assert main(["run", spec, "--out", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert "the data cannot serve study 's' (5 problems" in err and "class 'b' is empty in train" in err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture
+def manifests(tmp_path):
+    pytest.importorskip("vision_datasets")
+    from tests.toy_data import write_manifest_datasets
+
+    return write_manifest_datasets(tmp_path / "elevater")
+
+
+def test_manifest_datasets_check_and_run_a_cell(manifests, tmp_path, capsys):
+    colours, tags = f"{manifests}#toy-colours", f"{manifests / 'datasets.json'}#toy-tags"
+    assert main(["data", "check", _spec(tmp_path / "m.toml", [colours, tags], shots=4)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:3]]
+    assert [r[1] for r in rows] == ["manifest", "manifest"]
+    assert [r[-5:] for r in rows] == [["3", "15", "9", "5", "ok"], ["3", "30", "18", "10", "ok"]]
+    for target, metric in ((colours, "accuracy"), (tags, "map11")):
+        argv = ["cell", "--method", "coop", "--target", target, "--backbone", "tiny", "--shots", "2"]
+        assert main([*argv, "--epochs", "1", "--config", "n_ctx=2", "--json"]) == 0
+        row = json.loads(capsys.readouterr().out)
+        assert row["metric"] == metric and row["n_test"] == (9 if metric == "accuracy" else 18)
+        assert row["status"] == "ok" and 0 <= row["value"] <= 1
+    assert main(["data", "check", _spec(tmp_path / "n.toml", [f"{manifests}#nope", colours])]) == 1
+    assert "dataset 'nope' is not in" in capsys.readouterr().out
+
+
+def test_a_roster_task_is_found_in_a_registry_at_the_data_root(manifests, monkeypatch):
+    from pipeline.data import elevater
+    from pipeline.data.tasks import _roster_task
+
+    registry = json.loads((manifests / "datasets.json").read_text())
+    registry[0]["name"] = elevater.toolkit_name("eurosat")  # the toolkit's name of a roster task
+    registry[0]["labelmap"] = None
+    (manifests / "datasets.json").write_text(json.dumps(registry))
+    monkeypatch.setenv("MVLPT_DATA", str(manifests))
+    monkeypatch.setattr(
+        elevater, "classnames", lambda task: ("red", "green", "blue") if task == "eurosat" else None
+    )
+    task = _roster_task("eurosat")
+    assert (
+        task.name == "eurosat" and task.metric == "accuracy" and task.classnames == ("red", "green", "blue")
+    )
+    assert task.identity.startswith("eurosat@") and task.templates == elevater.templates("eurosat")
+
+
+@pytest.mark.slow
+def test_a_study_on_two_manifest_tasks(manifests, tmp_path, capsys):
+    tasks = [f"{manifests}#toy-colours", f"{manifests}#toy-tags"]
+    spec = _spec(tmp_path / "m.toml", tasks, shots=2, stages='["zeroshot", "single", "transfer"]', name="m")
+    assert main(["run", spec, "--out", str(tmp_path), "--cpus", "2", "--quiet"]) == 0
+    cells = pd.read_parquet(tmp_path / "m")
+    assert len(cells) == 2 + 2 + 4 and (cells["status"] == "ok").all()
+    assert set(cells["metric"]) == {"accuracy", "map11"}
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    from study.launch import write_meta
+    from study.spec import load_spec
+    from study.store import Store
+
+    spec = load_spec(_spec(tmp_path / "s.toml", ["glyph-kinds", "sizes"]))
+    store = Store(tmp_path / "s")
+    store.create()
+    write_meta(spec, store, {("zeroshot", "zeroshot"): 2}, None)
+    cli = f"{sys.executable} -m study.cli"
+    for command, lines in ((f"{cli} tasks | head -3", 3), (f"{cli} status {tmp_path / 's'} | head -1", 1)):
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+        assert done.stderr == "" and len(done.stdout.splitlines()) == lines, done.stderr
