@@ -29,17 +29,19 @@ class DataCheck:
         return lines
 
     def table(self) -> str:
-        head = f"{'task':<20} {'data':<34} {'classes':>7} {'train':>7} {'test':>7} {'fewest':>6}"
-        head += f"  {self.shots} shots"
-        lines = [head]
+        """One row per task: its data's kind, classes, images per split, the fewest training images
+        of a class, whether every class has K shots, and where the data are."""
+        head = f"{'task':<22} {'data':<11} {'classes':>7} {'train':>7} {'test':>7} {'fewest':>6}"
+        lines = [f"{head} {self.shots:>3} shots  where"]
         for t in self.found:
             train = t.per_class.get("train")
             fewest = int(train.min()) if train is not None and len(train) else None
             enough = "ok" if fewest is not None and fewest >= self.shots and not t.problems else "NO"
-            where = t.where if len(t.where) <= 34 else "..." + t.where[-31:]
+            kind, _, where = t.where.partition(" ")
+            name = t.task.rpartition("#")[2] if "#" in t.task else t.task.rstrip("/").rsplit("/", 1)[-1]
             train_n, test_n = _n(t.images("train")), _n(t.images("test"))
-            row = f"{t.task[-20:]:<20} {where:<34} {len(t.classes):>7} {train_n:>7} {test_n:>7}"
-            lines.append(f"{row} {_n(fewest):>6}  {enough}")
+            row = f"{name[:22]:<22} {kind:<11} {len(t.classes):>7} {train_n:>7} {test_n:>7} {_n(fewest):>6}"
+            lines.append(f"{row} {enough:>9}  {where}".rstrip())
         return "\n".join(lines)
 
 

@@ -21,8 +21,11 @@ class TaskData:
     classes: tuple[str, ...]
     per_class: dict  # split -> (C,) images per class; a missing split is absent
     problems: tuple[str, ...]
+    n_images: dict | None = None  # split -> images, where an image may show several classes
 
     def images(self, split: str) -> int | None:
+        if self.n_images is not None and split in self.n_images:
+            return self.n_images[split]
         return int(self.per_class[split].sum()) if split in self.per_class else None
 
 
@@ -41,7 +44,8 @@ def from_task(name: str, task, where: str) -> TaskData:
         for c, n in zip(task.classnames, per_class[split], strict=True)
         if n == 0
     ]
-    return TaskData(name, where, tuple(task.classnames), per_class, tuple(problems))
+    n_images = {split: len(task.data.labels(split)) for split in SPLITS}
+    return TaskData(name, where, tuple(task.classnames), per_class, tuple(problems), n_images)
 
 
 def _class_images(folder: Path, cls: str, split: str, problems: list[str]) -> int:
@@ -104,7 +108,7 @@ def inspect_task(name: str) -> TaskData:
     from pipeline.data.tasks import _IN_MEMORY, ELEVATER, data_root, resolve_task
 
     if name in _IN_MEMORY or name in SUITE:
-        where = "built-in (generated)" if name in SUITE else "in memory"
+        where = "built-in (generated)" if name in SUITE else "in-memory"
         return from_task(name, resolve_task(name), where)
     folder = data_root() / name if name in ELEVATER else Path(name).expanduser()
     is_folder = "#" not in name and (name not in ELEVATER or (folder / "train").is_dir())
@@ -113,7 +117,7 @@ def inspect_task(name: str) -> TaskData:
     try:
         task = resolve_task(name)
     except MvlptError as err:
-        return TaskData(name, "not found", (), {}, (str(err).removeprefix(f"task '{name}': "),))
+        return TaskData(name, "missing", (), {}, (str(err).removeprefix(f"task '{name}': "),))
     kind = type(task.data).__name__.removesuffix("Source").lower()
     root = getattr(task.data, "root", "")
     return from_task(name, task, f"{'manifest' if kind == 'manifest' else kind} {root}".strip())
