@@ -214,7 +214,7 @@ def _expected_multitask(spec, pending: Counter) -> Counter:
 
 
 def estimate_lines(
-    spec, store, counts: Counter, done: Counter, pending: Counter, address, num_cpus
+    spec, store, counts: Counter, done: Counter, pending: Counter, address, num_cpus, cache_dir
 ) -> list[str]:
     """The dry run's time estimate: per stage and in total, for the slots this launch will use."""
     from pipeline.errors import MvlptError, first_line
@@ -236,9 +236,7 @@ def estimate_lines(
     if missing:
         start = time.perf_counter()
         try:
-            from study.launch import feature_cache_dir
-
-            calibrated = calibrate(spec, feature_cache_dir())
+            calibrated = calibrate(spec, cache_dir)
         except (MvlptError, OSError) as err:
             return [f"time estimate: none (a calibration cell could not run: {first_line(err)})"]
         seconds = {**calibrated, **seconds}

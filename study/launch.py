@@ -296,7 +296,7 @@ def dry_run_table(
         )
     from study.estimate import estimate_lines
 
-    lines += estimate_lines(spec, store, counts, done, pending, address, num_cpus)
+    lines += estimate_lines(spec, store, counts, done, pending, address, num_cpus, feature_cache_dir())
     return "\n".join(lines)
 
 
