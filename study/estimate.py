@@ -203,13 +203,18 @@ def _rounds(spec) -> int:
     return 1 + len(used & {"prompt", "gain"})
 
 
-def _expected_multitask(spec, pending: Counter) -> Counter:
-    """The multitask cells the pending choices will add: a set per multisource cell (at most), a
-    prompt per group."""
+def _expected_multitask(spec, pending: Counter, counts: Counter) -> Counter:
+    """The multitask cells the pending choices will add: a set per multisource cell (no more than
+    there are k-sets of other tasks, less the sets already planned), a prompt per group."""
     out = Counter()
-    per_group = spec.groups.n_groups / max(1, len(spec.tasks))
-    for (stage, method), n in pending.items():
-        out[("multitask", method)] += n if stage == "multisource" else math.ceil(n * per_group)
+    n = len(spec.tasks)
+    per_group = spec.groups.n_groups / max(1, n)
+    sets = n * math.comb(n - 1, spec.multisource.k) if n > spec.multisource.k else 0
+    for (stage, method), count in pending.items():
+        if stage == "multisource":
+            out[("multitask", method)] += max(0, min(count, sets - counts[("multitask", method)]))
+        else:
+            out[("multitask", method)] += math.ceil(count * per_group)
     return out
 
 
@@ -221,10 +226,12 @@ def estimate_lines(
 
     slots, notes = slots_of(dataclasses.asdict(spec.resources), address, num_cpus)
     to_run = Counter({k: n - done[k] for k, n in counts.items() if n > done[k]})
-    expected = _expected_multitask(spec, pending)
+    expected = _expected_multitask(spec, pending, counts)
     to_run += expected
-    if not to_run:
-        return ["time estimate: nothing to run"]
+    finished = not to_run
+    if finished:  # nothing left: what the whole grid takes at these slots, from its own cells
+        notes.insert(0, "nothing left to run; the figures are the whole grid's, run again from scratch")
+        to_run = Counter({k: n for k, n in counts.items() if n})
     seconds, source = {}, []
     if store.cell_files():
         table = store.read(["stage", "method", "status", "wall_s"]).to_pandas()
@@ -232,7 +239,10 @@ def estimate_lines(
         seconds = from_folder(zip(ok["stage"], ok["method"], ok["wall_s"], strict=True))
         if seconds:
             source.append(f"the folder's {len(ok)} finished cells")
-    missing = [k for k in to_run if k not in fill(seconds, to_run) or ("single", k[1]) not in seconds]
+    # a stage the folder has not run yet is scaled from its single cells (LIKE), else calibrated
+    missing = [
+        k for k in to_run if k not in seconds and (k[0] == "zeroshot" or ("single", k[1]) not in seconds)
+    ]
     if missing:
         start = time.perf_counter()
         try:
