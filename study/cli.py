@@ -121,10 +121,12 @@ def cmd_cell(args) -> int:
 
 def cmd_tasks(args) -> int:
     """List the built-in suite's tasks, then the ELEVATER roster and whether its data is present."""
+    from pipeline.data.manifest import roster_in_registry
     from pipeline.data.suite import SUITE
     from pipeline.data.tasks import ELEVATER, data_root
 
     root = data_root()
+    in_registry = roster_in_registry(root)
     rows = [
         {
             "name": name,
@@ -142,7 +144,7 @@ def cmd_tasks(args) -> int:
             "metric": metric,
             "domain": "elevater",
             "suite": "elevater",
-            "data": "found" if (root / name).is_dir() else f"missing ({root / name})",
+            "data": "found" if (root / name).is_dir() or name in in_registry else f"missing ({root / name})",
         }
         for name, (metric, n) in ELEVATER.items()
     ]

@@ -45,6 +45,15 @@ def registry_names(files: list[Path]) -> list[str]:
     return sorted({d["name"] for f in files for d in json.loads(f.read_text(encoding="utf-8"))})
 
 
+def roster_in_registry(root: Path) -> set[str]:
+    """The roster tasks that a vision-datasets registry at `root` names (under the toolkit's names)."""
+    from pipeline.data import elevater
+
+    files = registry_files(root)
+    named = set(registry_names(files)) if files else set()
+    return {elevater.roster_name(d) for d in named}
+
+
 class ManifestSource:
     """A multi-class or multi-label image classification dataset of a `vision-datasets` registry
     (IRIS or COCO manifests, images in zip archives or folders) under `root`."""
