@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-# What a trial costs beyond its cell's own seconds on Ray (start, result row, prompt file), and what
-# a launch costs before its first cell (Ray's start, the frozen embeddings) and per round: measured
-# on the built-in default study on 2 cores (README: 2,016 cells in about 24 minutes).
+# What a trial costs beyond its cell's own seconds on Ray (scheduling, the result row, the prompt
+# file), what a launch costs before its first cell and after its last (Ray's start, the frozen and
+# the learned embeddings) and per round (a Tune run): fitted to a two-task CoOp run of the default
+# spec on 2 shared cores (26 cells in 51 s: 25 s before the first cell, 4 s after the last).
 TRIAL_OVERHEAD_S = 0.25
 LAUNCH_S = 20.0
 ROUND_S = 6.0
@@ -23,10 +24,10 @@ ROUND_S = 6.0
 # cell's full steps (a real CLIP's 200 epochs are never run to calibrate).
 CALIBRATION_STEPS = 30
 # Cells a calibration does not run, in units of a cell it runs: a multitask cell takes a single
-# cell's steps (study.grid), a multisource cell tunes the target as a single cell does, a groups
-# cell only scores the group's prompt on the target (about a zero-shot cell, at least a third of a
-# single one: prompted image towers run on the test split).
-LIKE = {"multitask": "single", "multisource": "single", "transfer:init": "single"}
+# cell's steps (study.grid), a multisource cell and an init-mode transfer cell tune the target as a
+# single cell does, a groups cell only scores the group's prompt on the target (about a zero-shot
+# cell, at least a third of a single one: prompted image towers run on the test split).
+LIKE = {"multitask": "single", "multisource": "single", "transfer": "single"}
 GROUPS_FRACTION = 1 / 3
 
 
@@ -228,8 +229,7 @@ def estimate_lines(
     to_run = Counter({k: n - done[k] for k, n in counts.items() if n > done[k]})
     expected = _expected_multitask(spec, pending, counts)
     to_run += expected
-    finished = not to_run
-    if finished:  # nothing left: what the whole grid takes at these slots, from its own cells
+    if not to_run:  # nothing left: what the whole grid takes at these slots, from its own cells
         notes.insert(0, "nothing left to run; the figures are the whole grid's, run again from scratch")
         to_run = Counter({k: n for k, n in counts.items() if n})
     seconds, source = {}, []
