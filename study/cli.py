@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     data = sub.add_parser("data", help="inspect the data of a study's tasks")
-    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    data_sub = data.add_subparsers(dest="data_command", metavar="check", required=True, parser_class=_Parser)
     check = data_sub.add_parser("check", help="each task's data, and every problem that would stop a run")
     check.add_argument("spec", nargs="?", help="a TOML spec or a shipped spec name (default: default)")
     check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="set any spec field")

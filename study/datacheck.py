@@ -22,7 +22,8 @@ class DataCheck:
             train = t.per_class.get("train")
             if train is not None:
                 lines += [
-                    f"{t.task}: class '{c}' has {n} training images, fewer than {self.shots} shots"
+                    f"{t.task}: class '{c}' has {n} training image{'s' if n > 1 else ''}, "
+                    f"fewer than {self.shots} shots"
                     for c, n in zip(t.classes, train, strict=True)
                     if 0 < n < self.shots
                 ]

@@ -54,7 +54,7 @@ def test_a_bad_folder_names_each_problem_and_exits_non_zero(tmp_path, capsys):
         f"{bad}: class 'a' in train: corrupt image file: {bad / 'train' / 'a' / '0.png'} "
         "(UnidentifiedImageError)",
         f"{bad}: class 'b' is empty in train (no images in {bad / 'train' / 'b'})",
-        f"{bad}: class 'c' has 1 training images, fewer than 4 shots",
+        f"{bad}: class 'c' has 1 training image, fewer than 4 shots",
     ], out
     assert len(problems) == 5 and problems[4].startswith("no-such-task: unknown task 'no-such-task'")
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:4]}
