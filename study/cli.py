@@ -259,7 +259,7 @@ def cmd_data_check(args) -> int:
     print(check.table())
     problems = check.problems()
     if problems:
-        print(f"{len(problems)} problems:")
+        print(f"{len(problems)} problem{'s' if len(problems) > 1 else ''}:")
         print("\n".join(f"  {p}" for p in problems))
         return 1
     print(f"the data of all {len(spec.tasks)} tasks can serve {spec.name}'s grid")

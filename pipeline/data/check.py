@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,5 +120,17 @@ def inspect_task(name: str) -> TaskData:
     except MvlptError as err:
         return TaskData(name, "missing", (), {}, (str(err).removeprefix(f"task '{name}': "),))
     kind = type(task.data).__name__.removesuffix("Source").lower()
-    root = getattr(task.data, "root", "")
-    return from_task(name, task, f"{'manifest' if kind == 'manifest' else kind} {root}".strip())
+    found = from_task(name, task, f"{kind} {getattr(task.data, 'root', '')}".strip())
+    return dataclasses.replace(found, problems=found.problems + _unreadable(task))
+
+
+def _unreadable(task) -> tuple[str, ...]:
+    """A split whose first image cannot be read (an archive missing or torn under its index)."""
+    problems = []
+    for split in SPLITS:
+        if len(task.data.labels(split)):
+            try:
+                task.data.image(split, 0)
+            except MvlptError as err:
+                problems.append(f"the first {split} image cannot be read: {err}")
+    return tuple(problems)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -63,6 +64,8 @@ class ManifestSource:
             import vision_datasets  # noqa: F401
         except ImportError as err:
             raise MvlptError(f"dataset '{name}' is a vision-datasets manifest: {EXTRA}") from err
+        # the library logs a traceback for each image it cannot read; ours is one line (image())
+        logging.getLogger("vision_datasets").setLevel(logging.CRITICAL)
         self.name, self.root, self.files = name, Path(root), list(files)
         self.entry = registry_entry(self.files, name)
         if self.entry is None:
@@ -90,6 +93,10 @@ class ManifestSource:
 
         if split not in self.entry:
             raise MvlptError(f"dataset '{self.name}': no '{split}' split in its registry entry")
+        base = self.root / self.entry.get("root_folder", "")
+        for rel in self.entry[split].get("files_for_local_usage", []):
+            if not (base / rel).is_file():
+                raise MvlptError(f"dataset '{self.name}': its {split} images are missing: no {base / rel}")
         hub = DatasetHub([f.read_text(encoding="utf-8") for f in self.files], None, str(self.root))
         try:
             manifest, info, _ = hub.create_dataset_manifest(
@@ -127,8 +134,14 @@ class ManifestSource:
 
         if split not in self._datasets:  # opened on first use: it holds the archives' file handles
             self._datasets[split] = VisionDataset(self._info, self._manifests[split])
-        img = self._datasets[split][index][0]
-        return img.convert("RGB") if hasattr(img, "convert") else img
+        try:
+            img = self._datasets[split][index][0]
+            return img.convert("RGB") if hasattr(img, "convert") else img
+        except Exception as err:  # zipfile, PIL and the library raise their own kinds
+            path = self._manifests[split].images[index].img_path
+            raise MvlptError(
+                f"dataset '{self.name}': image {path} cannot be read ({type(err).__name__})"
+            ) from err
 
     def paths(self, split: str) -> list[str]:
         return [im.img_path for im in self._manifests[split].images]

@@ -92,6 +92,21 @@ def test_manifest_datasets_check_and_run_a_cell(manifests, tmp_path, capsys):
     assert "dataset 'nope' is not in" in capsys.readouterr().out
 
 
+def test_a_torn_or_missing_archive_is_named(manifests, tmp_path, capsys):
+    archive = manifests / "tags" / "test.zip"
+    archive.write_bytes(archive.read_bytes()[:100])
+    (manifests / "colours" / "test.zip").unlink()
+    spec = _spec(tmp_path / "m.toml", [f"{manifests}#toy-colours", f"{manifests}#toy-tags"], shots=2)
+    assert main(["data", "check", spec]) == 1
+    problems = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert problems == [
+        f"{manifests}#toy-colours: dataset 'toy-colours': its test images are missing: no "
+        f"{manifests / 'colours' / 'test.zip'}",
+        f"{manifests}#toy-tags: the first test image cannot be read: dataset 'toy-tags': image "
+        f"{archive}@0.png cannot be read (BadZipFile)",
+    ]
+
+
 def test_a_roster_task_is_found_in_a_registry_at_the_data_root(manifests, monkeypatch):
     from pipeline.data import elevater
     from pipeline.data.tasks import _roster_task
