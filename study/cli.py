@@ -438,7 +438,12 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+        args.overrides = [*args.overrides, *rest]  # KEY=VALUE after a flag: argparse leaves them over
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command in ("run", "resume"):
         # Busy-waiting OpenMP threads of two torch processes on two cores slow both by 10-50x;
         # one process alone (cell, pretrain) runs its small ops 1.8x faster with them spinning.

@@ -23,6 +23,8 @@ ROUND_S = 6.0
 # A calibration cell stops after this many optimizer steps; its seconds per step then scale to the
 # cell's full steps (a real CLIP's 200 epochs are never run to calibrate).
 CALIBRATION_STEPS = 30
+# Two small built-in tasks (8 classes each) that calibrate a spec whose tasks are not built-in
+CALIBRATION_TASKS = ("shapes", "colors")
 # Cells a calibration does not run, in units of a cell it runs: a multitask cell takes a single
 # cell's steps (study.grid), a multisource cell and an init-mode transfer cell tune the target as a
 # single cell does, a groups cell only scores the group's prompt on the target (about a zero-shot
@@ -41,7 +43,8 @@ class Estimate:
     notes: tuple[str, ...] = ()
 
     def lines(self, to_run: Counter, rounds: int) -> list[str]:
-        out = [f"time estimate: {self.source}; {self.slots} cells at a time", *self.notes]
+        at_once = f"{self.slots} cell{'s' if self.slots > 1 else ''} at a time"
+        out = [f"time estimate: {self.source}; {at_once}", *self.notes]
         out.append(f"  {'stage':<11} {'method':<9} {'to run':>7} {'s/cell':>7} {'wall':>9}")
         total = LAUNCH_S + ROUND_S * rounds
         for (stage, method), n in to_run.items():
@@ -51,7 +54,8 @@ class Estimate:
             wall = n * per / self.slots
             total += wall
             out.append(f"  {stage:<11} {method:<9} {n:>7} {per:>7.2f} {_clock(wall):>9}")
-        start = f"{_clock(LAUNCH_S + ROUND_S * rounds)} to start Ray and write embeddings, {rounds} rounds"
+        start = f"{_clock(LAUNCH_S + ROUND_S * rounds)} to start Ray and write embeddings"
+        start += f", {rounds} round{'s' if rounds > 1 else ''}"
         out.append(f"total: about {_clock(total)} ({start})")
         return out
 
@@ -120,61 +124,98 @@ def _calibration_cell(cell, n_train: int):
     return dataclasses.replace(cell, recipe=recipe), epochs * per_epoch, full
 
 
-def calibrate(spec, cache_dir: str | None) -> dict:
+@dataclass(frozen=True)
+class Scale:
+    """What the calibration's cells run on, and how their seconds scale to the spec's first task."""
+
+    tasks: tuple[str, ...]
+    n_classes: int | None  # the spec's first task's classes (training steps); None: the calibration's
+    test_ratio: float  # its test images over the calibration task's
+    note: str = ""
+
+
+def _scale(spec) -> Scale:
+    """A spec of built-in (or in-memory) tasks calibrates on its own first two; any other on two small
+    built-in tasks, scaled to the first task's classes and test images where its data are at hand."""
+    from pipeline.data import resolve_task
+    from pipeline.data.suite import SUITE
+    from pipeline.data.tasks import _IN_MEMORY, ELEVATER
+    from pipeline.errors import MvlptError
+
+    first = spec.tasks[0]
+    if first in SUITE or first in _IN_MEMORY:
+        return Scale(spec.tasks[:2], None, 1.0)
+    n_classes, n_test = ELEVATER.get(first, (None, None))[1], None
+    try:
+        task = resolve_task(first)
+        n_classes, n_test = task.num_classes, len(task.data.labels("test"))
+    except MvlptError:
+        pass
+    small = len(resolve_task(CALIBRATION_TASKS[0]).data.labels("test"))
+    ratio = n_test / small if n_test is not None else 1.0
+    what = f"{n_classes} classes" if n_classes is not None else "the calibration task's classes"
+    tests = f"{n_test} test images" if n_test is not None else "test images unknown without its data"
+    note = (
+        f"calibrated on built-in tasks ({', '.join(CALIBRATION_TASKS)}), scaled to {first}'s {what}, {tests}"
+    )
+    return Scale(CALIBRATION_TASKS, n_classes, ratio, note)
+
+
+def calibrate(spec, cache_dir: str | None) -> tuple[dict, str]:
     """Seconds per cell per (stage, method) from one cell of each kind run here: a zero-shot cell (its
     test split's features computed first, as a study's feature cache holds them), then per method a
-    single cell and a joint transfer cell on the spec's first two tasks, with the spec's recipe (a
-    long one stopped after CALIBRATION_STEPS steps, its training time scaled to the full steps)."""
+    single cell and a joint transfer cell, with the spec's backbone and recipe (a long one stopped
+    after CALIBRATION_STEPS steps, its training time scaled to the full steps). -> (seconds, note)."""
     from pipeline.run import Context
     from study.grid import expand
 
-    context = Context(cache_dir=cache_dir)
+    scale = _scale(spec)
     small = dataclasses.replace(
         spec,
-        tasks=spec.tasks[:2],
+        tasks=scale.tasks,
         stages=tuple(s for s in ("zeroshot", "single", "transfer") if s in spec.stages),
         modes=("joint",),
         noise=dataclasses.replace(spec.noise, seeds=(), pairs=0),
     )
-    cells = expand(small).cells
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as a trial runs (study.schedule)
     try:
-        return _calibrated(spec, cells, context)
+        return _calibrated(spec, expand(small).cells, Context(cache_dir=cache_dir), scale), scale.note
     finally:
         torch.set_num_threads(threads)
 
 
-def _calibrated(spec, cells, context) -> dict:
+def _calibrated(spec, cells, context, scale: Scale) -> dict:
     from pipeline.data import resolve_task
     from pipeline.data.sampler import val_shots
 
-    seconds = {}
+    seconds, evaluate = {}, 0.0  # a zero-shot cell's seconds: about what scoring a test split takes
     zs = next((c for c in cells if c.stage == "zeroshot"), None)
     if zs is not None:
         _timed(zs, context)  # the backbone and the test split's features, once
-        seconds[("zeroshot", "zeroshot")] = _timed(zs, context)[0]
-    evaluate = seconds.get(("zeroshot", "zeroshot"), 0.0)
-    target = resolve_task(spec.tasks[0])
+        evaluate = _timed(zs, context)[0]
+        seconds[("zeroshot", "zeroshot")] = evaluate * scale.test_ratio
+    target = scale.tasks[0]
+    n_classes = resolve_task(target).num_classes
     for method, _ in spec.methods:
         for stage in ("single", "transfer"):
-            found = [c for c in cells if (c.stage, c.method, c.target) == (stage, method, spec.tasks[0])]
+            found = [c for c in cells if (c.stage, c.method, c.target) == (stage, method, target)]
             found = [c for c in found if stage == "single" or c.source != c.target]
             if not found or (stage == "transfer" and "joint" not in spec.modes):
                 continue
-            n_train = target.num_classes * (found[0].shots - val_shots(found[0].shots))
-            cell, steps, full = _calibration_cell(found[0], n_train)
+            per_class = found[0].shots - val_shots(found[0].shots)
+            cell, steps, full = _calibration_cell(found[0], n_classes * per_class)
+            full = _steps(found[0], (scale.n_classes or n_classes) * per_class)
             if stage == "transfer":  # a study holds the source's frozen features by then: so do we
                 source = next(
                     c for c in cells if (c.stage, c.method, c.target) == ("single", method, cell.source)
                 )
-                _timed(_calibration_cell(source, n_train)[0], context)
+                _timed(_calibration_cell(source, n_classes * per_class)[0], context)
             took = _timed(cell, context)[0]
-            seconds[(stage, method)] = (
-                took if steps == full else evaluate + max(took - evaluate, 0) * full / steps
-            )
+            train = max(took - evaluate, 0) * full / steps
+            seconds[(stage, method)] = evaluate * scale.test_ratio + train
             log.info("calibration: %s %s %.2f s (%d of %d steps)", stage, method, took, steps, full)
     return seconds
 
@@ -246,9 +287,10 @@ def estimate_lines(
     if missing:
         start = time.perf_counter()
         try:
-            calibrated = calibrate(spec, cache_dir)
+            calibrated, note = calibrate(spec, cache_dir)
         except (MvlptError, OSError) as err:
             return [f"time estimate: none (a calibration cell could not run: {first_line(err)})"]
+        notes += [note] if note else []
         seconds = {**calibrated, **seconds}
         source.append(
             f"a calibration on this machine ({len(calibrated)} cells, {time.perf_counter() - start:.0f} s)"

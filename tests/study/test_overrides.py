@@ -90,5 +90,11 @@ def test_a_users_spec_is_not_shrunk(tmp_path, capsys):
     with pytest.raises(MvlptError, match="'noise.pairs' must be between 0 and 6, got 20"):
         command_line_spec(path, False, TASKS, [])
     out = str(tmp_path / "results")
+    # KEY=VALUE after the flags, as after the spec
+    assert main(["run", "default", "--tasks", "shapes,colors", "--dry-run", "recipe.lr=fast"]) == 2
+    assert "override 'recipe.lr': expected a number, got 'fast'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["run", "--dry-run", "--bogus"])
+    assert usage.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
     assert main(["run", str(path), "--tasks", "shapes,colors", "--out", out, "--dry-run"]) == 2
     assert "'noise.pairs' must be between 0 and 2, got 20" in capsys.readouterr().err
