@@ -23,6 +23,8 @@ ROUND_S = 6.0
 # A calibration cell stops after this many optimizer steps; its seconds per step then scale to the
 # cell's full steps (a real CLIP's 200 epochs are never run to calibrate).
 CALIBRATION_STEPS = 30
+# Backbones made to run on CPU: a GPU spec with another one is not calibrated on a CPU machine
+CPU_BACKBONES = ("builtin", "tiny")
 # Two small built-in tasks (8 classes each) that calibrate a spec whose tasks are not built-in
 CALIBRATION_TASKS = ("shapes", "colors")
 # Cells a calibration does not run, in units of a cell it runs: a multitask cell takes a single
@@ -260,6 +262,16 @@ def _expected_multitask(spec, pending: Counter, counts: Counter) -> Counter:
     return out
 
 
+def _calibrates_here(spec, address) -> bool:
+    """A spec that asks for GPUs calibrates where it has one; on a CPU machine only if its backbone is
+    one made to run on CPU (the built-in one, the test model)."""
+    from study.guard import local_gpus
+
+    if spec.resources.gpu == 0 or address or spec.backbone in CPU_BACKBONES:
+        return True
+    return local_gpus() > 0
+
+
 def estimate_lines(
     spec, store, counts: Counter, done: Counter, pending: Counter, address, num_cpus, cache_dir
 ) -> list[str]:
@@ -284,6 +296,12 @@ def estimate_lines(
     missing = [
         k for k in to_run if k not in seconds and (k[0] == "zeroshot" or ("single", k[1]) not in seconds)
     ]
+    if missing and not _calibrates_here(spec, address):
+        return [
+            f"time estimate: none from this machine: the spec asks for {spec.resources.gpu:g} GPU per trial "
+            f"and it has none, and {spec.backbone} cells timed on its CPU say nothing of their time on a "
+            "GPU; run the dry run where the study will run"
+        ]
     if missing:
         start = time.perf_counter()
         try:
