@@ -92,6 +92,20 @@ def test_manifest_datasets_check_and_run_a_cell(manifests, tmp_path, capsys):
     assert "dataset 'nope' is not in" in capsys.readouterr().out
 
 
+def test_a_manifest_tasks_identity_follows_its_data(manifests):
+    from pipeline.data.manifest import ManifestSource
+
+    files = [manifests / "datasets.json"]
+    before = ManifestSource(files, manifests, "toy-colours").fingerprint()
+    assert ManifestSource(files, manifests, "toy-colours").fingerprint() == before
+    index = manifests / "colours" / "train.txt"
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[:-1] + [lines[-1][:-1] + "0"]) + "\n")  # one label changed
+    relabelled = ManifestSource(files, manifests, "toy-colours").fingerprint()
+    renamed = ManifestSource(files, manifests, "toy-colours", ("rot", "grun", "blau")).fingerprint()
+    assert len({before, relabelled, renamed}) == 3
+
+
 def test_a_torn_or_missing_archive_is_named(manifests, tmp_path, capsys):
     archive = manifests / "tags" / "test.zip"
     archive.write_bytes(archive.read_bytes()[:100])
