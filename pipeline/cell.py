@@ -191,6 +191,8 @@ def cell_id(cell: Cell) -> str:
         payload["tasks"] = [resolve_task(t).identity for t in cell.tasks]
     else:
         payload["target"] = resolve_task(cell.target).identity
+    if cell.stage == "zeroshot" and resolve_task(cell.target).templates:  # the task's own, not the config's
+        payload["templates"] = list(resolve_task(cell.target).templates)
     if cell.stage in ("multisource", "groups"):
         payload.update(policy=cell.policy, depends_on=[cell_id(d) for d in dependencies(cell)])
     if cell.stage == "multitask":

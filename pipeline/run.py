@@ -293,6 +293,8 @@ def _prepare(cell: Cell, source_state, ctx: Context, device: torch.device) -> _P
 
     torch.manual_seed(cell.seed)
     method = build_method(cell.method, backbone, list(space.classnames), config, seed=cell.seed)
+    if cell.stage == "zeroshot" and target.templates:
+        method.use_templates(target.classnames, target.templates)
     if cell.stage in ("multisource", "groups") or (cell.stage == "transfer" and cell.mode == "init"):
         if source_state is None:
             source_state = [run(dep, context=ctx).prompt_state for dep in dependencies(cell)]

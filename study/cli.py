@@ -140,10 +140,12 @@ def cmd_cell(args) -> int:
 
 def cmd_tasks(args) -> int:
     """List the built-in suite's tasks, then the ELEVATER roster and whether its data is present."""
+    from pipeline.data.manifest import roster_in_registry
     from pipeline.data.suite import SUITE
     from pipeline.data.tasks import ELEVATER, data_root
 
     root = data_root()
+    in_registry = roster_in_registry(root)
     rows = [
         {
             "name": name,
@@ -161,7 +163,7 @@ def cmd_tasks(args) -> int:
             "metric": metric,
             "domain": "elevater",
             "suite": "elevater",
-            "data": "found" if (root / name).is_dir() else f"missing ({root / name})",
+            "data": "found" if (root / name).is_dir() or name in in_registry else f"missing ({root / name})",
         }
         for name, (metric, n) in ELEVATER.items()
     ]
@@ -237,22 +239,50 @@ def _launch(spec, args, source_text: str | None) -> int:
 
 def cmd_run(args) -> int:
     """Run a study spec (default: the built-in default study), skipping cells already stored."""
-    from study.launch import apply_overrides, resolve_spec_path
-    from study.spec import load_spec
+    path, spec, shrunk = _spec_of_command(args)
+    if shrunk:
+        print(
+            f"study {spec.name}: on {len(spec.tasks)} tasks, shrunk {', '.join(shrunk)} (the most they allow)"
+        )
+    if not args.dry_run:
+        from study.datacheck import require_data
 
-    path = resolve_spec_path(args.spec)
-    spec = apply_overrides(
-        load_spec(path),
-        methods=args.methods,
-        tasks=args.tasks,
-        seeds=args.seeds,
-        shots=args.shots,
-        epochs=args.epochs,
-        mode=args.mode,
-        name=args.name,
-        out=args.out,
-    )
+        require_data(spec)  # every data problem of every task, before Ray starts
     return _launch(spec, args, path.read_text())
+
+
+def _spec_of_command(args):
+    """The spec a command names (SPEC, KEY=VALUE overrides, flags) and the sizes it shrank."""
+    from study.launch import SPECS_DIR, resolve_spec_path
+    from study.overrides import command_line_spec
+
+    pairs = list(args.overrides)
+    if args.spec is not None and "=" in args.spec and not os.path.exists(args.spec):
+        pairs.insert(0, args.spec)  # `mvlpt run noise.pairs=2`: the default spec with an override
+        args.spec = None
+    path = resolve_spec_path(args.spec)
+    keys = ("methods", "tasks", "seeds", "shots", "epochs", "mode", "name", "out")
+    spec, shrunk = command_line_spec(
+        path, path.parent == SPECS_DIR, {k: getattr(args, k, None) for k in keys}, pairs
+    )
+    return path, spec, shrunk
+
+
+def cmd_data_check(args) -> int:
+    """Per task: where its data are, classes, images per split, whether every class has the
+    largest K shots; then every problem in one line each. Exit 1 when there is any."""
+    from study.datacheck import check_data
+
+    _, spec, _ = _spec_of_command(args)
+    check = check_data(spec.tasks, spec.shots)
+    print(check.table())
+    problems = check.problems()
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) > 1 else ''}:")
+        print("\n".join(f"  {p}" for p in problems))
+        return 1
+    print(f"the data of all {len(spec.tasks)} tasks can serve {spec.name}'s grid")
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -366,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a study (default: the built-in default study)")
     run.add_argument("spec", nargs="?", help="a TOML spec or a shipped spec name (default, elevater)")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="set any spec field, e.g. noise.pairs=2 multisource.k=2 recipe.lr=0.1 methods.coop.n_ctx=8",
+    )
     run.add_argument("--methods", type=_csv(str), help="subset of the spec's methods, e.g. coop,vpt")
     run.add_argument("--tasks", type=_csv(str), help="tasks to use instead of the spec's")
     run.add_argument("--seeds", type=_csv(int), help="e.g. 0,1,2")
@@ -376,6 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="parent folder or filesystem URI of the study folder")
     _scheduling_flags(run)
     run.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="inspect the data of a study's tasks")
+    data_sub = data.add_subparsers(dest="data_command", metavar="check", required=True, parser_class=_Parser)
+    check = data_sub.add_parser("check", help="each task's data, and every problem that would stop a run")
+    check.add_argument("spec", nargs="?", help="a TOML spec or a shipped spec name (default: default)")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="set any spec field")
+    check.add_argument("--tasks", type=_csv(str), help="tasks to check instead of the spec's")
+    check.add_argument("--shots", type=_csv(int), help="the shots to check for, e.g. 5,20")
+    check.set_defaults(func=cmd_data_check)
 
     resume = sub.add_parser("resume", help="run what a study folder is missing")
     resume.add_argument("dir")
@@ -403,8 +448,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_stdout() -> None:
+    """The reader of our output left (`mvlpt tasks | head -3`): that is not an error. What is still
+    buffered goes to /dev/null, so that the interpreter's last flush at exit does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+        args.overrides = [*args.overrides, *rest]  # KEY=VALUE after a flag: argparse leaves them over
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command in ("run", "resume"):
         # Busy-waiting OpenMP threads of two torch processes on two cores slow both by 10-50x;
         # one process alone (cell, pretrain) runs its small ops 1.8x faster with them spinning.
@@ -421,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mvlpt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except Exception as err:
         if args.debug:
             raise
@@ -439,6 +500,10 @@ def console() -> None:
     gRPC objects takes seconds and writes nothing (every cell is on disk, fsynced, by then): the
     exit handlers run (Ray's shutdown, the folder lock's release, logging), then the process ends."""
     code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
     if "ray" in sys.modules:
         import atexit
 

@@ -41,6 +41,11 @@ def resolve_spec_path(name_or_path: str | None) -> Path:
 
 def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
     """Command-line overrides (methods, tasks, seeds, shots, epochs, mode, name, out)."""
+    return spec_from_dict(overridden(spec, **overrides), where="command line")
+
+
+def overridden(spec: StudySpec, **overrides) -> dict:
+    """The spec's TOML document with the command line's flags (apply_overrides) set, not validated."""
     data = spec.to_dict()
     if overrides.get("methods"):
         from pipeline.methods import TUNED_METHODS
@@ -64,7 +69,7 @@ def apply_overrides(spec: StudySpec, **overrides) -> StudySpec:
     for key in ("name", "out"):
         if overrides.get(key) is not None:  # an empty one is refused by the loader, not ignored
             data[key] = overrides[key]
-    return spec_from_dict(data, where="command line")
+    return data
 
 
 def _identity(spec: StudySpec) -> dict:
@@ -312,6 +317,9 @@ def dry_run_table(
             f"{sum(pending.values())} multisource and groups cells are chosen from results not stored yet "
             f"(similarities, validation gains); the multitask cells they start from are counted once chosen"
         )
+    from study.estimate import estimate_lines
+
+    lines += estimate_lines(spec, store, counts, done, pending, address, num_cpus, feature_cache_dir())
     return "\n".join(lines)
 
 

@@ -1,2 +1,2 @@
-"""The test suite: mirrors pipeline/, study/ and analysis/ (a regular package, so that no installed
-package that ships a top-level `tests` shadows it)."""
+"""The tests, a package of their own: a dependency that installs a top-level `tests` package
+(vision-datasets does) cannot shadow them."""

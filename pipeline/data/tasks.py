@@ -23,6 +23,7 @@ class Task:
     data: Source = field(compare=False, repr=False)  # the adapter that reads its labels and images
     domain: str = ""
     identity_key: str = ""  # what names this task's data in cell identities; defaults to the name
+    templates: tuple[str, ...] = ()  # zero-shot templates ('{}' takes a class name); () for the method's own
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -134,6 +135,67 @@ def _builtin_task(name: str) -> Task:
 _RESOLVED: dict[tuple[str, str], Task] = {}
 
 
+def _with_prompts(name: str, data: Source, roster: str | None) -> Task:
+    """A task of the ELEVATER roster (with the toolkit's templates) or of its own (`roster` None),
+    identified by its data."""
+    from pipeline.data import elevater
+
+    templates = elevater.templates(roster) if roster is not None else ()
+    metric = ELEVATER[roster][0] if roster is not None else "map11" if data.multilabel else "accuracy"
+    # the templates enter zero-shot cells' identities only (pipeline.cell): no other cell reads them
+    key = f"{name}@{data.fingerprint()}"
+    return Task(
+        name, metric, data, domain="elevater" if roster else "", identity_key=key, templates=templates
+    )
+
+
+def _manifest_task(reference: str) -> Task:
+    """`PATH#NAME`: dataset NAME of the vision-datasets registry at PATH (a JSON file, its images
+    under the file's folder; or a folder holding the registry JSON and the images)."""
+    from pipeline.data import elevater
+    from pipeline.data.manifest import ManifestSource, registry_files
+
+    where, _, dataset = reference.rpartition("#")
+    path = Path(where).expanduser().resolve()
+    if path.is_file():
+        files, root = [path], path.parent
+    elif path.is_dir():
+        files, root = registry_files(path), path
+        if not files:
+            raise MvlptError(f"task '{reference}': {path} holds no vision-datasets registry (*.json)")
+    else:
+        raise MvlptError(f"task '{reference}': no dataset registry at {path}")
+    roster = elevater.roster_name(dataset)
+    roster = roster if roster in ELEVATER else None
+    names = elevater.classnames(roster) if roster is not None else None
+    return _with_prompts(dataset, ManifestSource(files, root, dataset, names), roster)
+
+
+def _roster_task(name: str) -> Task:
+    """A roster task's data: `<data root>/<task>/{train,test}/<class>/*`, else the dataset in a
+    vision-datasets registry at the data root, else torchvision's copy under the task's folder."""
+    from pipeline.data import elevater
+    from pipeline.data.manifest import ManifestSource, registry_entry, registry_files
+
+    folder = data_root() / name
+    files = registry_files(data_root())
+    if (folder / "train").is_dir():
+        # folder tasks keep the folders' class names
+        return _with_prompts(name, ImageFolderSource(folder, name), name)
+    if files and registry_entry(files, elevater.toolkit_name(name)) is not None:
+        data = ManifestSource(files, data_root(), elevater.toolkit_name(name), elevater.classnames(name))
+        return _with_prompts(name, data, name)
+    if name in TORCHVISION:
+        from pipeline.data.sources import TorchvisionSource
+
+        return _with_prompts(name, TorchvisionSource(name, folder), name)
+    raise MvlptError(
+        f"task '{name}': dataset root not found: {folder} (expected {folder}/train/<class>/* and "
+        f"{folder}/test/<class>/*, or a vision-datasets registry naming '{elevater.toolkit_name(name)}' "
+        f"in {data_root()}; set MVLPT_DATA)"
+    )
+
+
 def resolve_task(name: str) -> Task:
     """A registry name, an in-memory task, or the path of an image folder -> Task (memoised)."""
     if name in _IN_MEMORY:
@@ -143,23 +205,10 @@ def resolve_task(name: str) -> Task:
     key = (name, str(data_root()))
     if key in _RESOLVED:
         return _RESOLVED[key]
-    if name in ELEVATER:
-        folder = data_root() / name
-        if (folder / "train").is_dir():
-            data = ImageFolderSource(folder, name)
-        elif name in TORCHVISION:
-            from pipeline.data.sources import TorchvisionSource
-
-            data = TorchvisionSource(name, folder)
-        else:
-            raise MvlptError(
-                f"task '{name}': dataset root not found: {folder} "
-                f"(expected {folder}/train/<class>/* and {folder}/test/<class>/*; set MVLPT_DATA)"
-            )
-        # the data decide the results: two data roots under one name are two tasks
-        task = Task(
-            name, ELEVATER[name][0], data, domain="elevater", identity_key=f"{name}@{data.fingerprint()}"
-        )
+    if "#" in name and not os.path.isdir(name):
+        task = _manifest_task(name)
+    elif name in ELEVATER:
+        task = _roster_task(name)
     elif os.path.sep in name or os.path.isdir(name):
         path = Path(name).expanduser().resolve()
         label = path.name

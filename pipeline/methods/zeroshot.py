@@ -27,6 +27,12 @@ class ZeroShot(nn.Module):
         self.backbone = backbone
         self.register_buffer("text", template_features(backbone, classnames, config.template))
 
+    def use_templates(self, classnames, templates) -> None:
+        """Class features from several templates (a task's own): each class's mean over the templates
+        of its normalised features, normalised again (CLIP's prompt ensemble)."""
+        feats = torch.stack([template_features(self.backbone, classnames, t) for t in templates])  # (T, C, E)
+        self.text = F.normalize(feats.mean(dim=0), dim=-1)
+
     def class_features(self, classes: slice | None = None) -> torch.Tensor:
         return self.text if classes is None else self.text[classes]  # (C, E)
 
