@@ -48,9 +48,22 @@ CANDIDATES = {
     "4-shot last lr0.05": (4, dict(selection="last", lr=0.05)),
     "8-shot last lr0.05": (8, dict(selection="last", lr=0.05)),
     "4-shot last lr0.1": (4, dict(selection="last", lr=0.1)),
+    "8-shot loss lr0.05": (8, dict(selection="val_loss", lr=0.05)),
+    "8-shot last lr0.05 clip1": (8, dict(selection="last", lr=0.05, grad_clip=1.0)),
+    "8-shot last clip1": (8, dict(selection="last", grad_clip=1.0)),
+    "4-shot last clip1": (4, dict(selection="last", grad_clip=1.0)),
 }
 # tasks spread over the suite's domains and designed relations (shared words, same factor)
-SPREAD = ("shapes", "colors", "digits", "textures", "backgrounds", "counts", "glyph-colors", "pattern-backgrounds")
+SPREAD = (
+    "shapes",
+    "colors",
+    "digits",
+    "textures",
+    "backgrounds",
+    "counts",
+    "glyph-colors",
+    "pattern-backgrounds",
+)
 
 
 def grid_cells(tasks: list[str], methods, seeds: list[int], shots: int, recipe) -> list:

@@ -373,8 +373,9 @@ def _validator(method, sets: Sequence[Validation], precision: str, encode):
     return validate
 
 
-def _train_epoch(method, data: TrainSet, batches, optim, scaler, dtype, encode) -> None:
-    """One optimizer step per batch of index tensors into `data`."""
+def _train_epoch(method, data: TrainSet, batches, optim, scaler, dtype, encode, clip: float = 0.0) -> None:
+    """One optimizer step per batch of index tensors into `data`; `clip` > 0 caps the gradient's norm."""
+    params = [p for group in optim.param_groups for p in group["params"]]
     device = data.inputs.device
     for batch in batches:
         idx = batch.to(device)
@@ -392,10 +393,15 @@ def _train_epoch(method, data: TrainSet, batches, optim, scaler, dtype, encode) 
         optim.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if clip > 0:
+                scaler.unscale_(optim)
+                torch.nn.utils.clip_grad_norm_(params, clip)
             scaler.step(optim)
             scaler.update()
         else:
             loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, clip)
             optim.step()
 
 
@@ -460,7 +466,7 @@ def train(
     for epoch, batches in enumerate(plan):
         for group in optim.param_groups:
             group["lr"] = lr_at(recipe, epoch, len(plan))
-        _train_epoch(method, data, batches, optim, scaler, dtype, encode)
+        _train_epoch(method, data, batches, optim, scaler, dtype, encode, recipe.grad_clip)
         final = epoch + 1 == len(plan)
         if not final and ((epoch + 1) % every or recipe.selection == "last"):
             continue

@@ -32,6 +32,9 @@ class Recipe:
     # gives fewer shots more epochs), so a 4-shot task of 6 classes is not tuned in 10 steps.
     min_steps: int = 0
     selection: str = "val_metric"  # SELECTIONS
+    # the largest L2 norm of a step's gradient over the prompt's parameters; 0: not clipped (the
+    # reference's). A prompt generator (UPT) can take one step so large that the prompt collapses.
+    grad_clip: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -40,8 +43,8 @@ class Recipe:
             raise MvlptError(f"recipe: min_steps must be non-negative, got {self.min_steps}")
         if self.batch_size < 1:
             raise MvlptError(f"recipe: batch_size must be at least 1, got {self.batch_size}")
-        if self.lr < 0 or self.warmup_lr < 0 or self.weight_decay < 0:
-            raise MvlptError("recipe: lr, warmup_lr and weight_decay must be non-negative")
+        if self.lr < 0 or self.warmup_lr < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise MvlptError("recipe: lr, warmup_lr, weight_decay and grad_clip must be non-negative")
         if self.precision not in PRECISIONS:
             raise MvlptError(f"recipe: unknown precision '{self.precision}' (known: {', '.join(PRECISIONS)})")
         if self.selection not in SELECTIONS:

@@ -16,6 +16,8 @@ SHRINKABLE = {
     "noise.pairs": lambda n: n * (n - 1),
     "multisource.k": lambda n: n - 1,
     "groups.n_groups": lambda n: n,
+    "noise.targets": lambda n: n,
+    "multisource.folds": lambda n: n,
 }
 
 
@@ -47,7 +49,13 @@ def resolve_key(key: str) -> Field:
     parts = key.split(".")
     schema, path = StudySpec, []
     special = _schemas()
+    from pipeline.methods import TUNED_METHODS
+    from pipeline.recipe import Recipe
+
     for i, part in enumerate(parts):
+        if schema is Recipe and part in TUNED_METHODS and path == ["recipe"]:  # recipe.<method>.<key>
+            path.append(part)
+            continue
         if isinstance(schema, dict):  # methods.<name>
             if part not in schema:
                 _unknown(key, ".".join(path), schema)

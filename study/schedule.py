@@ -1,8 +1,9 @@
 """Run a study's missing cells as Ray Tune trials in plan order; the only module that imports ray.
 
-Each trial runs one cell with the kernel's run(cell) and writes its row and prompt to the store
-itself, so the store, not Ray's experiment folder, is the record of what is done: a new launch
-builds its trials from the cells missing in the store instead of restoring Tune's state.
+Each trial runs a few cells (each with the kernel's run(cell)) and writes each one's row and prompt
+to the store as soon as it is done, so the store, not Ray's experiment folder, is the record of what
+is done: a new launch builds its trials from the cells missing in the store instead of restoring
+Tune's state. A trial of several cells pays Tune's per-trial cost once for all of them.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ def run_one(job: Job, i: int, node: str) -> str:
 _JOBS: dict[str, Job] = {}  # per worker: the launch's job is fetched and unpickled once
 
 
+# Cells per trial: Tune spends a fraction of a second on every trial, as much as a small cell takes.
+# Near the end of a launch a trial takes fewer, so that no slot is left with a long tail alone.
+CELLS_PER_TRIAL = 4
+
+
 def _trial(config: dict, job_ref: list) -> dict:
     import ray
 
@@ -98,7 +104,7 @@ def _trial(config: dict, job_ref: list) -> dict:
         _JOBS.clear()
         _JOBS[key] = ray.get(job_ref[0])
     node = ray.get_runtime_context().get_node_id()[:12]
-    return {"status": run_one(_JOBS[key], config["i"], node)}
+    return {"statuses": [run_one(_JOBS[key], i, node) for i in config["cells"]]}
 
 
 class _Progress:
@@ -126,16 +132,17 @@ def _callback(progress: _Progress):
 
     class ProgressCallback(Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            progress.step(result.get("status") != "ok")
+            for status in result.get("statuses", ()):
+                progress.step(status != "ok")
 
     return ProgressCallback()
 
 
-def _in_plan_order(job: Job, done: frozenset[str]):
-    """A Tune searcher that hands out the job's cells in plan order, each as soon as the cells it
-    starts from have finished: one Tune run for the whole plan, so its trial actors (and the
-    backbone and features they hold) live from the first cell to the last, and no slot waits for
-    a whole stage to end before the next stage's cells may start."""
+def _in_plan_order(job: Job, done: frozenset[str], slots: int):
+    """A Tune searcher that hands out the job's cells in plan order, a few to a trial, each as soon
+    as the cells it starts from have finished: one Tune run for the whole plan, so its trial actors
+    (and the backbone and features they hold) live from the first cell to the last, and no slot waits
+    for a whole stage to end before the next stage's cells may start."""
     from ray.tune.search import Searcher
 
     class InPlanOrder(Searcher):
@@ -148,16 +155,18 @@ def _in_plan_order(job: Job, done: frozenset[str]):
         def suggest(self, trial_id: str):
             if not self.waiting:
                 return Searcher.FINISHED
-            for k, i in enumerate(self.waiting):
-                if self.finished.issuperset(job.deps[i]):
-                    del self.waiting[k]
-                    self.running[trial_id] = i
-                    return {"i": i}
-            return None  # every waiting cell needs one that is still running
+            size = max(1, min(CELLS_PER_TRIAL, len(self.waiting) // (2 * slots)))
+            ready = [k for k, i in enumerate(self.waiting) if self.finished.issuperset(job.deps[i])][:size]
+            if not ready:
+                return None  # every waiting cell needs one that is still running
+            cells = [self.waiting[k] for k in ready]
+            self.waiting = [i for k, i in enumerate(self.waiting) if k not in set(ready)]
+            self.running[trial_id] = cells
+            return {"cells": cells}
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             # failed or not: a cell whose source failed runs, and fails with the missing prompt
-            self.finished.add(job.ids[self.running.pop(trial_id)])
+            self.finished.update(job.ids[i] for i in self.running.pop(trial_id))
 
     return InPlanOrder()
 
@@ -248,7 +257,7 @@ def run_plan(
                 # reference to it, so a worker unpickles it once rather than once per trial
                 tune.with_parameters(trainable, job_ref=[ray.put(job)]),
                 tune_config=tune.TuneConfig(
-                    search_alg=_in_plan_order(job, plan.done | skip),
+                    search_alg=_in_plan_order(job, plan.done | skip, slots),
                     num_samples=len(cells),
                     reuse_actors=True,
                     max_concurrent_trials=slots,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -132,6 +133,24 @@ def test_a_prompt_that_never_beats_its_start_still_keeps_a_trained_checkpoint(ti
     assert outs["val_metric_with_start"].best_epoch == -1
     assert outs["val_metric"].best_epoch >= 0 and outs["val_loss"].best_epoch >= 0
     assert outs["last"].best_epoch == outs["last"].epochs_run - 1 and len(outs["last"].history) == 1
+
+
+def test_grad_clip_caps_the_norm_of_a_step(tiny):
+    x = tiny.encode_image(torch.rand(8, 3, 32, 32))
+    y = torch.tensor([0, 1] * 4)
+    moves = {}
+    for clip in (0.0, 1e-3):
+        method = build_method("coop", tiny, ["a", "b"], {"n_ctx": 2}, seed=0)
+        start = method.prompt_state()["tensors"]["ctx"]
+        recipe = Recipe(epochs=1, lr=1.0, momentum=0.0, weight_decay=0.0, warmup_epochs=0, selection="last")
+        recipe = dataclasses.replace(recipe, grad_clip=clip)
+        out = train(
+            method, TrainSet.single(x, y, 2), Validation(x, y.numpy(), slice(0, 2), "accuracy"), recipe, 0
+        )
+        moves[clip] = float((out.state["tensors"]["ctx"] - start).norm())
+    assert moves[1e-3] == pytest.approx(1e-3, rel=1e-3) and moves[0.0] > 10 * moves[1e-3]
+    with pytest.raises(MvlptError, match="grad_clip"):
+        Recipe(grad_clip=-1.0)
 
 
 def test_recipe_rejects_bad_values():

@@ -24,6 +24,9 @@ def test_nested_and_method_fields():
     spec, _ = _spec(["resources.gpu=0", "methods.vpt.gated=false", "name=other"])
     assert spec.resources.gpu == 0.0 and dict(dict(spec.methods)["vpt"])["gated"] is False
     assert spec.name == "other"
+    spec, _ = _spec(["recipe.upt.lr=0.01", "recipe.upt.selection=val_loss"])  # a method's own recipe
+    assert (spec.recipe_for("upt").lr, spec.recipe_for("upt").selection) == (0.01, "val_loss")
+    assert spec.recipe_for("coop").lr != 0.01
 
 
 def test_list_fields():
@@ -37,10 +40,13 @@ def test_list_fields():
 @pytest.mark.parametrize(
     "pair, message",
     [
-        ("recipe.lrr=1", "override 'recipe.lrr': unknown key in 'recipe' (known: batch_size, epochs, lr"),
+        (
+            "recipe.lrr=1",
+            "override 'recipe.lrr': unknown key in 'recipe' (known: batch_size, epochs, grad_clip, lr",
+        ),
         ("nois.pairs=1", "override 'nois.pairs': unknown key (known: backbone,"),
         ("methods.coop.depth=2", "override 'methods.coop.depth': unknown key in 'methods.coop' (known:"),
-        ("noise=3", "'noise' is a table; name one of its keys (seeds, pairs, draw)"),
+        ("noise=3", "'noise' is a table; name one of its keys (seeds, pairs, draw, targets)"),
         ("seeds.x=3", "'seeds' has no keys below it"),
         ("pairs", "expected KEY=VALUE"),
     ],
