@@ -28,7 +28,8 @@ CPU_BACKBONES = ("builtin", "tiny")
 # Two small built-in tasks (8 classes each) that calibrate a spec whose tasks are not built-in
 CALIBRATION_TASKS = ("shapes", "colors")
 # Cells a calibration does not run, in units of a cell it runs: a multitask cell takes a single
-# cell's steps (study.grid), a multisource cell and an init-mode transfer cell tune the target as a
+# cell's steps for each task of its set under the `per_task` budget, one single cell's under `equal`
+# (multitask_scale), a multisource cell and an init-mode transfer cell tune the target as a
 # single cell does, a groups cell only scores the group's prompt on the target (about a zero-shot
 # cell, at least a third of a single one: prompted image towers run on the test split).
 LIKE = {"multitask": "single", "multisource": "single", "transfer": "single"}
@@ -222,8 +223,32 @@ def _calibrated(spec, cells, context, scale: Scale) -> dict:
     return seconds
 
 
-def fill(seconds: dict, keys) -> dict:
-    """Seconds for every (stage, method) of `keys`, the cells calibration does not run from LIKE."""
+def multitask_scale(spec) -> float:
+    """A multitask cell's cost in single cells: 1 under the `equal` budget; under `per_task` the mean
+    size of the sets the spec's policies and groupings choose (each task gets its single cell's
+    steps), weighted by how many prompts each asks for."""
+    n, sizes = len(spec.tasks), []
+    if "multisource" in spec.stages:
+        ms = spec.multisource
+        for policy in ms.policies:
+            if policy == "all":
+                size, count = n - 1, n
+            elif policy == "all_but_fold":
+                size, count = n - n / ms.folds, ms.folds
+            else:
+                size, count = min(ms.k, n - 1), n
+            sizes.append((size if ms.budget == "per_task" else 1.0, count))
+    if "groups" in spec.stages:
+        per_group = n / max(1, min(spec.groups.n_groups, n))
+        size = per_group if spec.groups.budget == "per_task" else 1.0
+        sizes.append((size, 2 * spec.groups.n_groups * len(spec.groups.by)))
+    total = sum(c for _, c in sizes)
+    return sum(s * c for s, c in sizes) / total if total else 1.0
+
+
+def fill(seconds: dict, keys, multitask: float = 1.0) -> dict:
+    """Seconds for every (stage, method) of `keys`, the cells calibration does not run from LIKE (a
+    multitask cell `multitask` single cells)."""
     out = dict(seconds)
     for stage, method in keys:
         if (stage, method) in out:
@@ -231,6 +256,8 @@ def fill(seconds: dict, keys) -> dict:
         single = out.get(("single", method), 0.0)
         if stage == "groups":
             out[(stage, method)] = max(out.get(("zeroshot", "zeroshot"), 0.0), single * GROUPS_FRACTION)
+        elif stage == "multitask":
+            out[(stage, method)] = single * multitask
         else:
             out[(stage, method)] = out.get((LIKE.get(stage, "single"), method), single)
     return out
@@ -316,6 +343,9 @@ def estimate_lines(
     if expected:
         notes.append(f"{sum(expected.values())} multitask cells expected once their sets are chosen")
     estimate = Estimate(
-        fill(seconds, to_run), "seconds per cell from " + " and ".join(source), slots, tuple(notes)
+        fill(seconds, to_run, multitask_scale(spec)),
+        "seconds per cell from " + " and ".join(source),
+        slots,
+        tuple(notes),
     )
     return estimate.lines(to_run, _rounds(spec))

@@ -189,17 +189,20 @@ def test_shipped_default_spec_is_the_full_builtin_grid():
     grid = expand(spec)
     counts = grid.counts()
     assert {m for _, m in counts} == {"zeroshot", "coop", "vpt", "upt"}
-    # 400 pairs at seed 0, and the 20 noise pairs again at seed 1
-    assert spec.noise.seeds == (1,) and spec.noise.pairs == 20
-    assert all(counts[("transfer", m)] == 400 + 20 for m in ("coop", "vpt", "upt"))
+    # 400 pairs at seed 0, and the whole columns of 5 targets again at seed 1
+    assert spec.noise.seeds == (1,) and spec.noise.targets == 5 and spec.noise.pairs == 0
+    assert all(counts[("transfer", m)] == 400 + 5 * 20 for m in ("coop", "vpt", "upt"))
     assert all(counts[("single", m)] == 20 * 2 for m in ("coop", "vpt", "upt"))
-    # MVLPT's method on top: 4 source policies per target (k = 3), 5 groups by validation gain
-    assert spec.multisource.policies == ("all", "top_k:prompt", "top_k:gain", "random_k")
+    # MVLPT's method on top: 3 source policies per target (k = 3), groups by validation gain, every
+    # set's prompt on the per-task budget
+    assert spec.multisource.policies == ("all_but_fold", "top_k:gain", "random_k")
     assert spec.multisource.k == 3 and spec.groups.by == ("gain",) and spec.groups.n_groups == 5
-    assert all(counts[("multisource", m)] + grid.pending[("multisource", m)] == 80 for m in ("coop", "vpt"))
-    # the recipe for the small backbone reaches every cell, its step floor included
-    recipes = {c.recipe for c in grid.cells if c.stage != "zeroshot"}
-    assert len(recipes) == 1 and recipes.pop().min_steps == 20
+    assert spec.multisource.budget == spec.groups.budget == "per_task"
+    assert all(counts[("multisource", m)] + grid.pending[("multisource", m)] == 60 for m in ("coop", "vpt"))
+    # the recipe for the small backbone reaches every cell, its step floor included; UPT's is its own
+    recipes = {c.method: c.recipe for c in grid.cells if c.stage != "zeroshot"}
+    assert {r.min_steps for r in recipes.values()} == {20} and recipes["coop"] == recipes["vpt"]
+    assert recipes["upt"].grad_clip > 0 and recipes["coop"].grad_clip == 0
 
 
 def test_a_full_disk_loses_nothing_already_stored(tmp_path, monkeypatch):
