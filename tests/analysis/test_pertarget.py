@@ -67,7 +67,7 @@ def test_row_scores_equal_scipy_and_sklearn_with_ties_and_gaps():
 
 def test_a_planted_similarity_is_found_and_an_unrelated_one_is_not(planted):
     gain, sim, other = planted
-    out = per_target_summary(gain, {"planted": sim, "unrelated": other}, n_perm=N_PERM)
+    out = per_target_summary(gain, {"planted": sim, "unrelated": other}, n_perm=N_PERM, n_boot=N_PERM)
     out = out.set_index(["similarity", "statistic"])
     for st in ("spearman", "kendall"):
         hit = out.loc[("planted", st)]
@@ -86,7 +86,7 @@ def test_word_overlap_is_not_found_where_aligned_words_are():
     aligned, crossed = word_ring(T)
     gain = planted_gain(6.0 * aligned - 6.0 * crossed, 1.0, seed=3)
     sims = {"aligned_words": _frame(aligned), "word_overlap": _frame(aligned + crossed)}
-    out = per_target_summary(_frame(gain), sims, n_perm=N_PERM, statistics=("spearman",))
+    out = per_target_summary(_frame(gain), sims, n_perm=N_PERM, n_boot=N_PERM, statistics=("spearman",))
     out = out.set_index("similarity")
     assert out.loc["aligned_words", "p_value"] < 0.01 and out.loc["aligned_words", "lo"] > 0
     assert out.loc["word_overlap", "p_value"] > 0.05
