@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.adjust import adjust_within
 from analysis.combine import combine_k, groups_table, multisource_table, source_prediction
 from analysis.decompose import decompose
 from analysis.gains import (
@@ -32,7 +33,7 @@ from analysis.load import (
     prompt_arrays,
     prompt_methods,
 )
-from analysis.model import crossed_effects
+from analysis.model import collinear_split, crossed_effects
 from analysis.noise import cell_errors, noise_floor, reliability, seed_noise
 from analysis.order import similarity_order, task_order
 from analysis.pertarget import per_target_summary
@@ -307,21 +308,35 @@ def _setting_statistics(a: Analysis, setting: Setting, parts: dict[str, list]) -
         parts["ranking"].append(ranking_summary(gain, sims).assign(**tag))
         single = a.singles[(a.singles["method"] == method) & (a.singles["shots"] == shots)]
         single = single.set_index("target")["single_pts"]
-        table = per_target_summary(gain, sims, single, n_perm=a.n_boot, seed=a.seed)
+        table = per_target_summary(gain, sims, single, n_perm=a.n_boot, n_boot=a.n_boot, seed=a.seed)
         parts["per_target"].append(table.assign(**tag))
+    _models(a, setting, gain, sims, parts)
+    _noise_row(a, setting, d, parts)
+
+
+def _models(a: Analysis, setting: Setting, gain: pd.DataFrame, sims: dict, parts: dict[str, list]) -> None:
+    """The crossed-effects models of one setting; a model's terms that correlate above COLLINEAR go
+    into separate models ("designed", "designed 2", ...), each coefficient with its relabelling p."""
+    tag = dict(zip(SETTING_KEYS, setting, strict=True))
     for model, terms in MODELS.items():
         chosen = {k: sims[k] for k in terms if k in sims}
         if not chosen:
             continue
-        fit = crossed_effects(gain, chosen)
-        if fit.table.empty:
-            a.notes.append(
-                f"{setting_label(setting)}: {model} model not fitted (too few pairs for its terms)"
-            )
-            continue
-        extra = {"model": model, "r2": fit.r2, "resid_var": fit.resid_var, "dropped": ", ".join(fit.dropped)}
-        parts["model"].append(fit.table.assign(**extra, **tag))
-    _noise_row(a, setting, d, parts)
+        for n, group in enumerate(collinear_split(gain, chosen)):
+            name = model if n == 0 else f"{model} {n + 1}"
+            fit = crossed_effects(gain, {k: chosen[k] for k in group}, n_perm=a.n_boot, seed=a.seed)
+            if fit.table.empty:
+                a.notes.append(
+                    f"{setting_label(setting)}: {name} model not fitted (too few pairs for its terms)"
+                )
+                continue
+            extra = {
+                "model": name,
+                "r2": fit.r2,
+                "resid_var": fit.resid_var,
+                "dropped": ", ".join(fit.dropped),
+            }
+            parts["model"].append(fit.table.assign(**extra, **tag))
 
 
 def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None:
@@ -367,8 +382,31 @@ def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None
     )
 
 
+# the families within which p-values are adjusted (Benjamini-Hochberg): a method setting's headline
+# per-target statistics over every similarity; its model coefficients; a method's policies
+FAMILY = SETTING_KEYS
+POLICY_FAMILY = ["method", "shots"]
+
+
+def _adjusted(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The parts as one table with `p_adjusted` within each method setting. Per-target statistics
+    outside HEADLINE belong to no family (the report shows HEADLINE only) and keep NaN."""
+    if not parts:
+        return None
+    table = pd.concat(parts, ignore_index=True)
+    shown = table["statistic"].isin(HEADLINE) if "statistic" in table else pd.Series(True, index=table.index)
+    table["p_adjusted"] = np.nan
+    if shown.any():
+        table.loc[shown, "p_adjusted"] = adjust_within(table[shown], FAMILY)["p_adjusted"]
+    return table
+
+
 def _offdiag_missing(seed_table: pd.DataFrame) -> pd.DataFrame:
-    off = seed_table[seed_table["source"] != seed_table["target"]]
+    """Why stored off-diagonal transfer cells have no gain. Pairs the study never planned, or has not
+    run yet, are not counted here: what the grid expects is the progress table's."""
+    off = seed_table[
+        (seed_table["source"] != seed_table["target"]) & seed_table["transfer_status"].ne("absent")
+    ]
     if off.empty:
         return pd.DataFrame(columns=[*SETTING_KEYS, "expected", "present", "missing"])
     return missing_counts(off)
@@ -466,8 +504,8 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     a.regression = pd.concat(parts["regression"], ignore_index=True) if parts["regression"] else None
     a.ranking = pd.concat(parts["ranking"], ignore_index=True) if parts["ranking"] else None
     a.decomposition = pd.DataFrame(parts["decomposition"]) if parts["decomposition"] else None
-    a.per_target = pd.concat(parts["per_target"], ignore_index=True) if parts["per_target"] else None
-    a.model = pd.concat(parts["model"], ignore_index=True) if parts["model"] else None
+    a.per_target = _adjusted(parts["per_target"])
+    a.model = _adjusted(parts["model"])
     a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
     _combine(a)
     a.summary = _with_errors(a)

@@ -23,11 +23,22 @@ DONOR = "donor"  # the held-out predictor: each source's mean gain over the othe
 
 CELL_KEYS = ["method", "shots", "policy", "seed", "source", "target"]
 POLICY_KEYS = ["method", "shots", "policy"]
-INTERVAL = ["gain_pts", "gain_lo", "gain_hi"]
-VS_RANDOM = ["diff_random_pts", "diff_random_lo", "diff_random_hi", "n_paired"]
+INTERVAL = ["gain_pts", "gain_lo", "gain_hi", "gain_p"]
+VS_RANDOM = ["diff_random_pts", "diff_random_lo", "diff_random_hi", "diff_random_p", "n_paired"]
+ADJUSTED = ["gain_p_adjusted", "diff_random_p_adjusted"]
 COUNTS = ["n_failed", "n_no_single", "n_missing"]
-MULTISOURCE_COLUMNS = [*POLICY_KEYS, "n_targets", *INTERVAL, "wins", *VS_RANDOM, *COUNTS]
-GROUPS_COLUMNS = [*POLICY_KEYS, "groups", "n_groups", "n_targets", *INTERVAL, "wins", *VS_RANDOM, *COUNTS]
+MULTISOURCE_COLUMNS = [*POLICY_KEYS, "n_targets", *INTERVAL, "wins", *VS_RANDOM, *ADJUSTED, *COUNTS]
+GROUPS_COLUMNS = [
+    *POLICY_KEYS,
+    "groups",
+    "n_groups",
+    "n_targets",
+    *INTERVAL,
+    "wins",
+    *VS_RANDOM,
+    *ADJUSTED,
+    *COUNTS,
+]
 PREDICTION_COLUMNS = [
     "predictor",
     "target",
@@ -136,6 +147,32 @@ def _counts(gains: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*POLICY_KEYS, *COUNTS])
 
 
+def t_p_value(x: np.ndarray) -> float:
+    """Two-sided p-value of a one-sample t-test that the mean of the per-target values is 0 (scipy);
+    NaN below two values or when they are all equal."""
+    from scipy.stats import ttest_1samp
+
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if x.size < 2 or np.ptp(x) == 0:
+        return float("nan")
+    return float(ttest_1samp(x, 0.0).pvalue)
+
+
+def _adjust_policies(table: pd.DataFrame) -> pd.DataFrame:
+    """Benjamini-Hochberg over every policy p-value (against single and against the baseline) of one
+    method and shots: the policies family."""
+    from analysis.adjust import bh_adjust
+
+    table = table.copy()
+    for _, idx in table.groupby(["method", "shots"], dropna=False, sort=False).groups.items():
+        p = np.r_[table.loc[idx, "gain_p"].to_numpy(float), table.loc[idx, "diff_random_p"].to_numpy(float)]
+        adjusted = bh_adjust(p)
+        table.loc[idx, "gain_p_adjusted"] = adjusted[: len(idx)]
+        table.loc[idx, "diff_random_p_adjusted"] = adjusted[len(idx) :]
+    return table
+
+
 def _policy_rows(per_target: pd.DataFrame, baseline: Mapping, n_boot: int, seed: int) -> pd.DataFrame:
     """Per (method, shots, policy): mean gain over targets with its interval, wins (targets with a
     positive gain), and the paired difference to the policy's baseline (`baseline[policy]`, when it
@@ -146,15 +183,16 @@ def _policy_rows(per_target: pd.DataFrame, baseline: Mapping, n_boot: int, seed:
         for policy in dict.fromkeys(part["policy"]):
             g = wide[policy].dropna() if policy in wide else pd.Series(dtype=float)
             row = {"method": method, "shots": shots, "policy": policy, "n_targets": len(g)}
-            row.update(zip(INTERVAL, mean_interval(g.to_numpy(), n_boot, seed), strict=True))
-            row["wins"] = int((g > 0).sum())
+            row.update(zip(INTERVAL, mean_interval(g.to_numpy(), n_boot, seed), strict=False))
+            row.update(gain_p=t_p_value(g.to_numpy()), wins=int((g > 0).sum()))
             base = baseline.get(policy)
             if base is not None and base in wide:
                 diff = (wide[policy] - wide[base]).dropna()
                 row.update(zip(VS_RANDOM[:3], mean_interval(diff.to_numpy(), n_boot, seed), strict=True))
-                row["n_paired"] = len(diff)
+                row.update(diff_random_p=t_p_value(diff.to_numpy()), n_paired=len(diff))
             rows.append(row)
-    out = pd.DataFrame(rows, columns=[*POLICY_KEYS, "n_targets", *INTERVAL, "wins", *VS_RANDOM])
+    out = pd.DataFrame(rows, columns=[*POLICY_KEYS, "n_targets", *INTERVAL, "wins", *VS_RANDOM, *ADJUSTED])
+    out = _adjust_policies(out.astype({"diff_random_p": float, "gain_p": float}))
     return out.astype({"n_paired": "Int64"})  # none for a baseline itself
 
 
