@@ -43,6 +43,16 @@ STATISTICS = {
     "rel_regret@3": ("rel_regret", 3, "less"),
 }
 RANK_STATS = ("spearman", "kendall")
+STATISTIC_NAMES = {
+    "spearman": "Spearman ρ",
+    "kendall": "Kendall τb",
+    "ndcg@3": "NDCG@3",
+    "ndcg@5": "NDCG@5",
+    "regret@1": "regret@1 (points)",
+    "regret@3": "regret@3 (points)",
+    "rel_regret@1": "regret@1 (share of best)",
+    "rel_regret@3": "regret@3 (share of best)",
+}
 SUMMARY_COLUMNS = [
     "similarity",
     "statistic",
