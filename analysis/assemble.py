@@ -123,6 +123,10 @@ class Analysis:
     prediction: pd.DataFrame | None = None  # sources predicted with the target held out, per setting
     prediction_targets: pd.DataFrame | None = None  # the same per target
     k: int | None = None  # how many sources the held-out prediction picks
+    kept_start: pd.DataFrame | None = (
+        None  # per method: transfer cells that kept their start, of those that say
+    )
+    kept_cells: pd.DataFrame | None = None  # per setting and pair: whether a seed's prompt kept its start
 
     def sims_for(self, method: str, shots) -> dict[str, pd.DataFrame]:
         """Every similarity that applies to one method setting, in SIMILARITIES order."""
@@ -451,6 +455,21 @@ def _combine(a: Analysis) -> None:
     a.prediction_targets = pd.concat(per_target, ignore_index=True) if per_target else None
 
 
+def kept_start(cells: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """From the rows' `moved` column (absent in older studies, null for rows that do not say): per
+    method the transfer cells whose prompt kept its start (moved is False) of those that say, and per
+    setting and pair whether any seed's cell kept it. (None, None) without the column."""
+    if "moved" not in cells:
+        return None, None
+    part = cells[(cells["stage"] == "transfer") & cells["moved"].notna()]
+    if part.empty:
+        return None, None
+    part = part.assign(kept=~part["moved"].astype(bool))
+    per_method = part.groupby("method", sort=False)["kept"].agg(kept="sum", cells="count").reset_index()
+    pairs = part.groupby([*SETTING_KEYS, "source", "target"], dropna=False, sort=False)["kept"].any()
+    return per_method, pairs.reset_index()
+
+
 def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     """Compute every table of the report from a loaded study."""
     cells = tables.cells
@@ -511,6 +530,7 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)
     a.best = best_sources(summary)
+    a.kept_start, a.kept_cells = kept_start(cells)
     methods = method_summary(summary, singles, zeroshot, a.correlations)
     rank = methods["method"].map(lambda m: method_key(m)[0])
     a.methods = (
