@@ -328,7 +328,9 @@ def _models(a: Analysis, setting: Setting, gain: pd.DataFrame, sims: dict, parts
             continue
         for n, group in enumerate(collinear_split(gain, chosen)):
             name = model if n == 0 else f"{model} {n + 1}"
-            fit = crossed_effects(gain, {k: chosen[k] for k in group}, n_perm=a.n_boot, seed=a.seed)
+            fit = crossed_effects(
+                gain, {k: chosen[k] for k in group}, n_perm=a.n_boot, seed=a.seed, n_boot=a.n_boot
+            )
             if fit.table.empty:
                 a.notes.append(
                     f"{setting_label(setting)}: {name} model not fitted (too few pairs for its terms)"

@@ -143,7 +143,7 @@ def per_target_tables(a: Analysis, statistics: Sequence[str] = HEADLINE) -> list
 
 def model_tables(a: Analysis) -> list[tuple[str, pd.DataFrame]]:
     """Per method setting, (its label, one row per model and term): points of gain per unit of the term
-    with its interval (clustered errors), the relabelling p-value raw and BH-adjusted, the clustered
+    with its task-bootstrap interval, the relabelling p-value raw and BH-adjusted, the clustered-error
     p-value beside, and the model's R²."""
     out = []
     for setting, m in a.model.groupby(SETTING_KEYS, sort=False, dropna=False):

@@ -42,7 +42,8 @@ COLLINEAR = 0.7  # |correlation| over the pairs above which two terms are fitted
 @dataclass(frozen=True)
 class ModelFit:
     """Coefficients of the similarity terms (`table`, MODEL_COLUMNS: points of gain per unit of the
-    similarity, t intervals with clustered errors, relabelling-permutation p-values), the fit's R^2,
+    similarity, task-bootstrap intervals, relabelling-permutation p-values, clustered errors beside),
+    the fit's R^2,
     the residual (pair) variance in points^2, and the terms left out because they were constant or
     collinear with others."""
 
@@ -110,12 +111,13 @@ def crossed_effects(
     level: float = 0.95,
     n_perm: int = 1000,
     seed: int = 0,
+    n_boot: int = 1000,
 ) -> ModelFit:
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread: the tall design's SVDs take ~30x longer when threads fight over two cores
     with threadpool_limits(1):
-        return _crossed_effects(gain, sims, level, n_perm, seed)
+        return _crossed_effects(gain, sims, level, n_perm, seed, n_boot)
 
 
 def _design(pairs: pd.DataFrame, tasks: list[str]) -> tuple[np.ndarray, pd.Categorical, pd.Categorical]:
@@ -156,11 +158,11 @@ def _relabelled_p(design: np.ndarray, y: np.ndarray, k: int, sim: np.ndarray, co
 
 
 def _crossed_effects(
-    gain, sims: Mapping[str, pd.DataFrame], level: float, n_perm: int, seed: int
+    gain, sims: Mapping[str, pd.DataFrame], level: float, n_perm: int, seed: int, n_boot: int
 ) -> ModelFit:
     """OLS of the off-diagonal gains on the similarities plus source and target fixed effects, over the
     pairs where the gain and every similarity are finite (statsmodels), with standard errors clustered
-    by source and by target and t intervals, and each coefficient's relabelling p-value. A similarity
+    by source and by target, task-bootstrap intervals and each coefficient's relabelling p-value. A similarity
     with no variation beyond the fixed effects and the other similarities is left out and named in
     `dropped`."""
     import statsmodels.api as sm
@@ -183,7 +185,10 @@ def _crossed_effects(
     y = pairs["__gain__"].to_numpy(float)
     base = sm.OLS(y, design).fit()
     rows = _rows(base, keep, names, src, tgt, level)
+    terms = [arrays[names[k]][np.ix_(order, order)] for k in keep]
+    lo, hi = _bootstrap(arrays["__gain__"][np.ix_(order, order)], terms, n_boot, seed, level)
     for i, row in enumerate(rows):
+        row.update(lo=float(lo[i]), hi=float(hi[i]))
         sim = sims[names[keep[i]]].reindex(index=tasks, columns=tasks).to_numpy(float)
         codes = (src.codes, tgt.codes)
         row["p_value"] = _relabelled_p(design, y, i, sim, codes, n_perm, seed + i) if n_perm else np.nan
@@ -193,6 +198,38 @@ def _crossed_effects(
     resid_var = float(base.ssr / max(base.df_resid, 1.0))
     table = pd.DataFrame(rows, columns=MODEL_COLUMNS)
     return ModelFit(table, float(base.rsquared), resid_var, len(pairs), dropped)
+
+
+def _coefficients(gain: np.ndarray, terms: list[np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """The terms' coefficients refitted on the tasks `idx` (drawn with replacement: each copy is a task
+    of its own, and two copies of one task meet in a dropped cell)."""
+    sub = [a[np.ix_(idx, idx)] for a in (gain, *terms)]
+    keep = (idx[:, None] != idx[None, :]) & np.all([np.isfinite(a) for a in sub], axis=0)
+    i, j = np.nonzero(keep)
+    n = len(idx)
+    design = np.column_stack([*(a[i, j] for a in sub[1:]), np.eye(n)[i], np.eye(n)[j][:, 1:]])
+    if len(i) <= design.shape[1]:
+        return np.full(len(terms), np.nan)
+    # minimum-norm least squares through the small normal equations (one one-hot column is redundant)
+    return (np.linalg.pinv(design.T @ design) @ (design.T @ sub[0][i, j]))[: len(terms)]
+
+
+def _bootstrap(gain: np.ndarray, terms: list[np.ndarray], n_boot: int, seed: int, level: float):
+    """Percentile task-bootstrap intervals of the coefficients (the model refitted on each resample):
+    clustered t intervals from 20 tasks covered a planted coefficient 91-93% of the time."""
+    nan = np.full(len(terms), np.nan)
+    if n_boot < 2:
+        return nan, nan
+    rng = np.random.default_rng(seed)
+    draws = np.array(
+        [_coefficients(gain, terms, rng.integers(0, len(gain), len(gain))) for _ in range(n_boot)]
+    )
+    lo, hi = nan.copy(), nan.copy()
+    for k in range(len(terms)):
+        d = draws[:, k][np.isfinite(draws[:, k])]
+        if d.size >= 2:
+            lo[k], hi[k] = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    return lo, hi
 
 
 def _rows(base, keep: list[int], names: list[str], src, tgt, level: float) -> list[dict]:

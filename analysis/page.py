@@ -151,8 +151,9 @@ STATISTICS_TEXT = {
     ),
     "model": (
         "OLS of the pair means on the term plus a fixed effect per source and per target, so a term that "
-        "only tracks good donors or receptive targets gets no credit. Interval: t interval with standard "
-        "errors clustered by source and by target. p: from {n_boot} relabellings of the term's tasks (the "
+        "only tracks good donors or receptive targets gets no credit. Interval: 95% percentile bootstrap "
+        "of tasks ({n_boot} resamples, the model refitted on each). p: from {n_boot} relabellings of "
+        "the term's tasks (the "
         "clustered p-value beside it rejects too often on null matrices; bench/calibration.py); adjusted: "
         "Benjamini-Hochberg over the setting's terms. Terms that correlate above 0.7 are fitted in separate "
         "models (e.g. same factor and aligned words)."

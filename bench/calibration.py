@@ -127,7 +127,9 @@ def measure(study: Study, n_perm: int, n_boot: int, seed: int) -> dict[str, floa
         key = f"per-target {r.statistic} ({r.similarity})"
         out |= {f"{key}|p": r.p_value, f"{key}|lo": r.lo, f"{key}|hi": r.hi, f"{key}|est": r.estimate}
     for terms in collinear_split(study.gain, study.sims):
-        fit = crossed_effects(study.gain, {t: study.sims[t] for t in terms}, n_perm=n_perm, seed=seed)
+        fit = crossed_effects(
+            study.gain, {t: study.sims[t] for t in terms}, n_perm=n_perm, seed=seed, n_boot=n_boot
+        )
         for r in fit.table.itertuples(index=False):
             key = f"model coefficient ({r.term})"
             out |= {f"{key}|p": r.p_value, f"{key}|lo": r.lo, f"{key}|hi": r.hi, f"{key}|est": r.estimate}

@@ -19,9 +19,9 @@ def test_the_scenarios_are_built_like_the_suite():
 
 
 def test_reported_tests_keep_their_false_positive_rate_and_intervals_their_coverage():
-    table = calibration_table(run(replicates=12, n_perm=40, n_boot=40, seed=1))
+    table = calibration_table(run(replicates=8, n_perm=30, n_boot=30, seed=1))
     reported = table[~table["statistic"].str.startswith(NOT_REPORTED)]
-    for scenario in NULLS:  # pooled over the tests: 12 studies each are too few to judge one test
+    for scenario in NULLS:  # pooled over the tests: 8 studies each are too few to judge one test
         rate = reported[f"false+ {scenario}"].dropna()
         assert rate.mean() <= 0.10, (scenario, rate.to_dict())
     assert reported["coverage planted"].dropna().mean() >= 0.88, reported["coverage planted"].to_dict()

@@ -4,7 +4,6 @@ not (the adjustment keeps false claims rare), and every sentence follows from th
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from tables import embedded_similarity, names, square
 
 from analysis.adjust import adjust_within
@@ -35,7 +34,7 @@ def synthetic_tables(seed: int) -> FindingTables:
     np.fill_diagonal(gain, np.nan)
     gain = square(gain, TASKS)
     per_target = per_target_summary(gain, sims, n_perm=250, n_boot=100, seed=seed, statistics=("spearman",))
-    model = crossed_effects(gain, sims, n_perm=250, seed=seed).table
+    model = crossed_effects(gain, sims, n_perm=250, n_boot=100, seed=seed).table
     return FindingTables(
         per_target=adjust_within(per_target.assign(**SETTING), list(SETTING)),
         model=adjust_within(model.assign(**SETTING), list(SETTING)),

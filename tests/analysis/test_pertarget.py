@@ -142,8 +142,8 @@ def test_renaming_the_tasks_draws_the_same_relabellings_and_resamples(planted):
     a = per_target_summary(gain, {"s": sim, "o": other}, **args)
     b = per_target_summary(rename(gain), {"s": rename(sim), "o": rename(other)}, **args)
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=0, atol=1e-12)
-    fa = crossed_effects(gain, {"s": sim}, n_perm=50).table
-    fb = crossed_effects(rename(gain), {"s": rename(sim)}, n_perm=50).table
+    fa = crossed_effects(gain, {"s": sim}, n_perm=50, n_boot=50).table
+    fb = crossed_effects(rename(gain), {"s": rename(sim)}, n_perm=50, n_boot=50).table
     pd.testing.assert_frame_equal(fa, fb, check_exact=False, rtol=0, atol=1e-12)
 
 
