@@ -233,20 +233,28 @@ def test_several_shots_modes_and_seeds_get_one_heatmap_each(tmp_path):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
+WINDOW = 1400
 PROBE = """<script>
 window.addEventListener('load', () => {
   const all = Array.from(document.images);
   const ok = all.filter(i => i.complete && i.naturalWidth > 0).length;
+  const w = window.innerWidth;
+  const boxed = el => el.parentElement && el.parentElement.closest('.scroll') !== null;
+  const wide = Array.from(document.body.querySelectorAll('*'))
+    .filter(el => !boxed(el) && el.getBoundingClientRect().right > w + 0.5).map(el => el.tagName);
+  const first = document.body.querySelector('h1 ~ *');
   document.body.setAttribute('data-images', ok + '/' + all.length);
+  document.body.setAttribute('data-window', w + ' ' + document.documentElement.scrollWidth);
+  document.body.setAttribute('data-wide', wide.join(',') || 'none');
+  document.body.setAttribute('data-first', first ? first.id : '');
 });
 </script>"""
 
 
-def test_every_image_of_the_page_loads_in_a_headless_browser(full, tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("chromium not installed: apt-get install chromium")
+def _browse(page: str, tmp_path) -> str:
+    """The page's DOM after load in headless Chromium at a 1400 px wide window, with the probe's marks."""
     probe = tmp_path / "probe.html"  # the page itself has no script; the probe is added to a copy
-    probe.write_text(full.html.read_text().replace("</body>", PROBE + "</body>"))
+    probe.write_text(page.replace("</body>", PROBE + "</body>"))
     cmd = [
         CHROMIUM,
         "--headless",
@@ -257,14 +265,28 @@ def test_every_image_of_the_page_loads_in_a_headless_browser(full, tmp_path):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--hide-scrollbars",
+        f"--window-size={WINDOW},900",
         f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=5000",
         "--dump-dom",
         probe.as_uri(),
     ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+def test_in_a_1400_px_browser_window_the_page_fits_its_images_load_and_the_findings_come_first(
+    full, tmp_path
+):
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    dom = _browse(full.html.read_text(), tmp_path)
     n = len(full.figures)
     assert f'data-images="{n}/{n}"' in dom, dom[:300]
+    assert f'data-window="{WINDOW} {WINDOW}"' in dom  # the page never scrolls sideways
+    assert 'data-wide="none"' in dom, re.search(r'data-wide="[^"]*"', dom)
+    assert 'data-first="findings"' in dom  # right under the title
+    assert dom.index('id="findings"') < dom.index("<img ")
 
 
 def test_the_statistics_are_tables_with_raw_and_adjusted_p_and_one_seed_says_noise_is_unmeasured(full):
