@@ -457,6 +457,16 @@ def _combine(a: Analysis) -> None:
     a.prediction_targets = pd.concat(per_target, ignore_index=True) if per_target else None
 
 
+def _gather(a: Analysis, parts: dict[str, list]) -> None:
+    """The settings' statistics as one table each (None where no setting has any)."""
+    for name in ("correlations", "partial", "regression", "ranking"):
+        setattr(a, name, pd.concat(parts[name], ignore_index=True) if parts[name] else None)
+    a.decomposition = pd.DataFrame(parts["decomposition"]) if parts["decomposition"] else None
+    a.per_target = _adjusted(parts["per_target"])
+    a.model = _adjusted(parts["model"])
+    a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+
+
 def kept_start(cells: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """From the rows' `moved` column (absent in older studies, null for rows that do not say): per
     method the transfer cells whose prompt kept its start (moved is False) of those that say, and per
@@ -520,14 +530,7 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     parts: dict[str, list] = {k: [] for k in PARTS}
     for setting in settings:
         _setting_statistics(a, setting, parts)
-    a.correlations = pd.concat(parts["correlations"], ignore_index=True) if parts["correlations"] else None
-    a.partial = pd.concat(parts["partial"], ignore_index=True) if parts["partial"] else None
-    a.regression = pd.concat(parts["regression"], ignore_index=True) if parts["regression"] else None
-    a.ranking = pd.concat(parts["ranking"], ignore_index=True) if parts["ranking"] else None
-    a.decomposition = pd.DataFrame(parts["decomposition"]) if parts["decomposition"] else None
-    a.per_target = _adjusted(parts["per_target"])
-    a.model = _adjusted(parts["model"])
-    a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+    _gather(a, parts)
     _combine(a)
     a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)
