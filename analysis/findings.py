@@ -110,7 +110,6 @@ def _relations(t: FindingTables, setting: tuple) -> tuple[list[str], list[str], 
     """(phrases of supported relations, the keys they name, the keys tested without support)."""
     phrases, named, tested = [], [], []
     per_target = _part(t.per_target, setting)
-    per_target = per_target[per_target["p_adjusted"].notna()] if len(per_target) else per_target
     for key, part in per_target.groupby("similarity", sort=False) if len(per_target) else []:
         tested.append(key)
         hits = [r for _, r in part.iterrows() if supported_per_target(r)]
