@@ -149,13 +149,15 @@ def _counts(gains: pd.DataFrame) -> pd.DataFrame:
 
 def t_p_value(x: np.ndarray) -> float:
     """Two-sided p-value of a one-sample t-test that the mean of the per-target values is 0 (scipy);
-    NaN below two values or when they are all equal."""
+    NaN below two values."""
     from scipy.stats import ttest_1samp
 
     x = np.asarray(x, float)
     x = x[np.isfinite(x)]
-    if x.size < 2 or np.ptp(x) == 0:
+    if x.size < 2:
         return float("nan")
+    if np.ptp(x) == 0:  # no spread: t is infinite unless every value is 0
+        return 1.0 if x[0] == 0 else 0.0
     return float(ttest_1samp(x, 0.0).pvalue)
 
 

@@ -148,7 +148,8 @@ def _policy_phrases(t: FindingTables, method: str) -> tuple[list[str], list[str]
                 if _policy_supported(r, prefix):
                     value = claim(r[est], r[f"{prefix}_lo"], r[f"{prefix}_hi"], 1, unit="")
                     p = pvalue(r[f"{prefix}_p_adjusted"])
-                    said.append(f"{what} {r['policy']} beats {against} by {value} points (adjusted p {p})")
+                    verb = "beats" if r[est] > 0 else "falls short of"
+                    said.append(f"{what} {r['policy']} {verb} {against} by {value} points (adjusted p {p})")
             phrases += said
             if not said:
                 none.append(f"{what} {r['policy']}")
@@ -230,7 +231,7 @@ def findings(t: FindingTables) -> list[str]:
     for method in methods:
         phrases, none = _policy_phrases(t, method)
         if phrases:
-            body.append(f"{method}: " + "; ".join(phrases) + ".")
+            body.append(_relation_sentence(method, phrases))
         unsupported.setdefault(method, []).extend(none)
     body += [_no_claim_sentence(m, keys) for m, keys in unsupported.items() if keys]
     tail = [s for s in (_noise_sentence(t), _kept_sentence(t)) if s]
