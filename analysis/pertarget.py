@@ -302,10 +302,23 @@ def _p_value(observed: float, null: np.ndarray, direction: str, centre: float) -
     return float((1 + hits) / (1 + null.size))
 
 
-def _task_bootstrap(p: _Prepared, sim: np.ndarray, statistics, n_boot, seed, level) -> tuple:
-    """Percentile task-bootstrap interval of each statistic's mean over targets: each resample draws
-    tasks with replacement and keeps the sub-matrix of the drawn tasks (two copies of one task meet
-    in a diagonal cell, which drops out). -> (lo, hi, valid resamples)."""
+BOUNDS = {
+    "spearman": (-1, 1),
+    "kendall": (-1, 1),
+    "ndcg": (0, 1),
+    "regret": (0, np.inf),
+    "rel_regret": (0, np.inf),
+}
+
+
+def _task_bootstrap(p: _Prepared, sim: np.ndarray, statistics, observed, n_boot, seed, level) -> tuple:
+    """Task-bootstrap interval of each statistic's mean over targets: each resample draws tasks with
+    replacement and keeps the sub-matrix of the drawn tasks (two copies of one task meet in a diagonal
+    cell, which drops out). The percentile interval is moved by the bootstrap's bias (the resamples'
+    mean minus the estimate), then kept within the statistic's range: a resample holds fewer distinct
+    sources, which lowers regret@1 in every resample and left the plain percentile interval covering
+    a binary relation's regret in 89% of simulated studies (bench/calibration.py).
+    -> (lo, hi, valid resamples)."""
     from scipy.stats import bootstrap
 
     n = len(p.tasks)
@@ -335,8 +348,10 @@ def _task_bootstrap(p: _Prepared, sim: np.ndarray, statistics, n_boot, seed, lev
     lo, hi = np.full(len(statistics), np.nan), np.full(len(statistics), np.nan)
     for k, row in enumerate(dist):  # each statistic over its own defined resamples
         row = row[np.isfinite(row)]
-        if row.size >= 2:
-            lo[k], hi[k] = np.quantile(row, [alpha, 1.0 - alpha])
+        if row.size >= 2 and np.isfinite(observed[k]):
+            bias = row.mean() - observed[k]
+            low, high = BOUNDS[STATISTICS[statistics[k]][0]]
+            lo[k], hi[k] = np.clip(np.quantile(row, [alpha, 1.0 - alpha]) - bias, low, high)
     return lo, hi, int(np.isfinite(dist).any(axis=0).sum())
 
 
@@ -406,7 +421,7 @@ def per_target_summary(
     correlation at once, which independent shuffles never do; on simulated null matrices with source
     effects such a test rejected at 5% a third of the time.) `p_value`: two-sided for the rank
     correlations, one-sided towards "better" for NDCG (greater) and regret (less), from `n_perm`
-    relabellings. `lo`/`hi`: the percentile task-bootstrap interval from `n_boot` resamples (the
+    relabellings. `lo`/`hi`: the bias-corrected task-bootstrap interval from `n_boot` resamples (the
     estimate plus or minus the null's spread would cover a planted NDCG@5 only 81-90% of the time; see
     bench/calibration.py). `random`: the mean random expectation (0 for the rank correlations).
     `single`: target -> single-run points, for the relative regret."""
@@ -418,7 +433,7 @@ def per_target_summary(
         pv, centre = _permutation_p(p, sim, statistics, observed, n_perm, seed)
         lo, hi, valid_boot = np.full(len(statistics), np.nan), np.full(len(statistics), np.nan), 0
         if n_boot >= 2 and n >= 3:
-            lo, hi, valid_boot = _task_bootstrap(p, sim, statistics, n_boot, seed, level)
+            lo, hi, valid_boot = _task_bootstrap(p, sim, statistics, observed, n_boot, seed, level)
         for k, st in enumerate(statistics):
             rows.append(
                 {
