@@ -3,6 +3,8 @@ gains held out: planted effects found, noise left without a claim, new stages ke
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -258,6 +260,9 @@ def test_the_report_shows_which_sources_to_combine(tmp_path):
     multisource = pd.read_csv(report.out / "multisource.csv").set_index("policy")
     assert multisource.loc["all", "gain_p_adjusted"] >= multisource.loc["all", "gain_p"]
     assert "Multi-source initialisation" in (report.out / "summary.md").read_text()
+    tables = page[page.index('id="study"') :]  # every number of the findings is in a table below them
+    for figure in re.findall(r"[+-]?\d+\.\d+ \[[^\]]*\]", " ".join(report.lines[: report.lines.index("")])):
+        assert figure in tables, figure
 
 
 def test_an_old_folder_reports_the_held_out_choice_of_sources_only(tmp_path):

@@ -4,9 +4,11 @@ not (the adjustment keeps false claims rare), and every sentence follows from th
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from tables import embedded_similarity, names, square
 
 from analysis.adjust import adjust_within
+from analysis.assemble import kept_start
 from analysis.findings import MAX_SENTENCES, FindingTables, findings
 from analysis.model import crossed_effects
 from analysis.pertarget import per_target_summary
@@ -55,3 +57,26 @@ def test_the_planted_relation_is_named_and_the_null_ones_rarely():
         planted += "planted" in claimed
         false += bool(claimed - {"planted"})
     assert planted >= 18 and false <= 2, (planted, false)
+
+
+def test_cells_that_kept_their_start_are_counted_from_the_moved_column():
+    cells = pd.DataFrame(
+        {
+            "stage": ["transfer"] * 4 + ["single"],
+            "method": ["coop", "coop", "coop", "vpt", "coop"],
+            "mode": ["joint"] * 4 + [None],
+            "shots": [4] * 5,
+            "source": ["a", "b", "c", "a", None],
+            "target": ["b", "a", "a", "b", "a"],
+            "moved": [True, False, None, True, False],
+        }
+    )
+    per_method, pairs = kept_start(cells)
+    assert per_method.set_index("method").to_dict("index") == {
+        "coop": {"kept": 1, "cells": 2},  # the row without a value says nothing
+        "vpt": {"kept": 0, "cells": 1},
+    }
+    assert pairs.set_index(["source", "target"]).loc[("b", "a"), "kept"]
+    said = findings(FindingTables(kept_start=per_method))
+    assert said[-1].startswith("Cells whose prompt kept its start") and "coop 1 of 2; vpt 0 of 1" in said[-1]
+    assert kept_start(cells.drop(columns="moved")) == (None, None)  # an older study: absent, not zero
