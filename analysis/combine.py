@@ -329,7 +329,7 @@ def _target_rows(gain: pd.DataFrame, sims: Mapping[str, pd.DataFrame], target, k
     return rows
 
 
-def _donor_leads(gain: np.ndarray, idx: np.ndarray, k: int) -> tuple[float, float]:
+def donor_leads(gain: np.ndarray, idx: np.ndarray, k: int) -> tuple[float, float]:
     """The donor predictor's whole leave-one-target-out procedure on the tasks `idx` (drawn with
     replacement; two copies of a task meet in a missing cell, and a target's copies are all held out of
     its donor scores): (mean over targets of predicted - random, mean of best k - predicted), each
@@ -367,7 +367,7 @@ def donor_intervals(gain: pd.DataFrame, k: int, n_boot: int, seed: int, level: f
     order = content_order(tasks, arrays)  # the resamples draw by values, not by names
     g = arrays["gain"][np.ix_(order, order)]
     rng = np.random.default_rng(seed)
-    draws = np.array([_donor_leads(g, rng.integers(0, len(g), len(g)), k) for _ in range(n_boot)])
+    draws = np.array([donor_leads(g, rng.integers(0, len(g), len(g)), k) for _ in range(n_boot)])
     out = np.full((2, 2), np.nan)
     alpha = (1.0 - level) / 2.0
     for j in range(2):

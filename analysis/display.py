@@ -64,7 +64,7 @@ def correlation_display(a: Analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _partial_display(a: Analysis) -> pd.DataFrame:
+def partial_display(a: Analysis) -> pd.DataFrame:
     p = a.partial
     return pd.DataFrame(
         {
@@ -79,7 +79,7 @@ def _partial_display(a: Analysis) -> pd.DataFrame:
     )
 
 
-def _regression_display(a: Analysis) -> pd.DataFrame:
+def regression_display(a: Analysis) -> pd.DataFrame:
     r = a.regression
     terms = {"intercept": "intercept (points)", "r2": "R²"}
     return pd.DataFrame(
@@ -99,7 +99,7 @@ def _regression_display(a: Analysis) -> pd.DataFrame:
     )
 
 
-def _ranking_display(a: Analysis) -> pd.DataFrame:
+def ranking_display(a: Analysis) -> pd.DataFrame:
     r = a.ranking
     return pd.DataFrame(
         {
@@ -165,7 +165,7 @@ def model_tables(a: Analysis) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def _noise_display(a: Analysis) -> pd.DataFrame:
+def noise_display(a: Analysis) -> pd.DataFrame:
     n = a.noise
     pct = lambda x: f"{100 * x:.1f}%" if finite(x) else "n/a"  # noqa: E731
     return pd.DataFrame(
@@ -185,7 +185,7 @@ def _noise_display(a: Analysis) -> pd.DataFrame:
     )
 
 
-def _decomposition_display(a: Analysis) -> pd.DataFrame:
+def decomposition_display(a: Analysis) -> pd.DataFrame:
     d = a.decomposition
     if a.noise is not None:  # the seed noise beside the shares: how much of the pairwise part it is
         d = d.merge(
@@ -210,7 +210,7 @@ def _decomposition_display(a: Analysis) -> pd.DataFrame:
     )
 
 
-def _best_display(a: Analysis) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+def best_display(a: Analysis) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     """Rows: targets in the shared order; per setting the target's single points, its best off-diagonal
     source and that source's gain. Returns the table and its header groups (one per setting)."""
     b = a.best
@@ -346,7 +346,7 @@ def prediction_targets_display(a: Analysis) -> pd.DataFrame:
     return out
 
 
-def _singles_display(a: Analysis) -> pd.DataFrame:
+def singles_display(a: Analysis) -> pd.DataFrame:
     s = a.singles.copy()
     s["order"] = s["target"].map({t: i for i, t in enumerate(a.tasks)})
     s["rank"] = s["method"].map(lambda m: method_key(m)[0])
@@ -363,7 +363,7 @@ def _singles_display(a: Analysis) -> pd.DataFrame:
     )
 
 
-def _progress_display(a: Analysis) -> pd.DataFrame:
+def progress_display(a: Analysis) -> pd.DataFrame:
     p = a.progress.copy()
     for col in ("expected", "missing"):
         p[col] = p[col].map(lambda x: f"{int(x)}" if finite(x) else "?")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.adjust import ALPHA, CORRECTION
+from analysis.assemble import setting_label
 from analysis.combine import DONOR, RANDOM_GROUPS, RANDOM_K
 from analysis.gains import SETTING_KEYS
 from analysis.pertarget import RANK_STATS, STATISTIC_NAMES, STATISTICS
@@ -35,11 +36,6 @@ class FindingTables:
 
 def _name(t: FindingTables, key: str) -> str:
     return (t.names or {}).get(key, key)
-
-
-def _label(setting: tuple) -> str:
-    method, mode, shots = setting
-    return f"{method} {mode} {int(shots)}-shot" if finite(shots) else f"{method} {mode}"
 
 
 def supported_per_target(row) -> bool:
@@ -191,7 +187,7 @@ def _noise_sentence(t: FindingTables) -> str | None:
         return None
     parts = []
     for _, r in t.noise.iterrows():
-        label = _label(tuple(r[k] for k in SETTING_KEYS))
+        label = setting_label(tuple(r[k] for k in SETTING_KEYS))
         if not r["measured"]:
             parts.append(f"{label} unmeasured (one seed per pair: a gain of a few points may be noise)")
             continue
@@ -225,7 +221,7 @@ def findings(t: FindingTables) -> list[str]:
         phrases, _, none = _relations(t, setting)
         donor = _donor_phrase(t, setting)
         if phrases or donor:
-            body.append(_relation_sentence(_label(setting), phrases + ([donor] if donor else [])))
+            body.append(_relation_sentence(setting_label(setting), phrases + ([donor] if donor else [])))
         unsupported.setdefault(setting[0], []).extend(_name(t, k) for k in none)
     methods = list(dict.fromkeys([s[0] for s in _settings(t)] + _policy_methods(t)))
     for method in methods:

@@ -13,22 +13,22 @@ import pandas as pd
 
 from analysis.assemble import DESIGNED_TEXT, SIMILARITIES, Analysis, shots_text
 from analysis.display import (
-    _best_display,
-    _decomposition_display,
-    _noise_display,
-    _partial_display,
-    _progress_display,
-    _ranking_display,
-    _regression_display,
-    _singles_display,
+    best_display,
     correlation_display,
+    decomposition_display,
     groups_display,
     method_table,
     model_tables,
     multisource_display,
+    noise_display,
+    partial_display,
     per_target_tables,
     prediction_display,
     prediction_targets_display,
+    progress_display,
+    ranking_display,
+    regression_display,
+    singles_display,
 )
 from analysis.drawing import Figure
 from analysis.files import markdown_text
@@ -192,7 +192,7 @@ def _header(a: Analysis) -> list[Block]:
 
 
 def _summary(a: Analysis, overview: Sequence[str]) -> list[Block]:
-    blocks = [Block("lines", items=tuple(overview)), _table(_progress_display(a))]
+    blocks = [Block("lines", items=tuple(overview)), _table(progress_display(a))]
     if a.methods is not None and len(a.methods):
         blocks.append(_table(method_table(a)))
     blocks.append(
@@ -231,17 +231,17 @@ def _statistics(a: Analysis) -> list[Block]:
         for label, table in model_tables(a):
             blocks += [_p(f"{label}:"), _table(table)]
     if a.noise is not None:
-        blocks += [Block("h3", "Seed noise"), _table(_noise_display(a))]
+        blocks += [Block("h3", "Seed noise"), _table(noise_display(a))]
     secondary = (
         (
             "Global Spearman correlation with gain and with the pairwise residual (secondary)",
             a.correlations,
             correlation_display,
         ),
-        ("Partial correlations", a.partial, _partial_display),
-        ("Regression of gain on two similarities (standardised)", a.regression, _regression_display),
-        ("Ranking the sources of each target by similarity (mean over targets)", a.ranking, _ranking_display),
-        ("Variance decomposition: source, target and interaction", a.decomposition, _decomposition_display),
+        ("Partial correlations", a.partial, partial_display),
+        ("Regression of gain on two similarities (standardised)", a.regression, regression_display),
+        ("Ranking the sources of each target by similarity (mean over targets)", a.ranking, ranking_display),
+        ("Variance decomposition: source, target and interaction", a.decomposition, decomposition_display),
     )
     for title, table, display in secondary:
         if table is not None:
@@ -292,7 +292,7 @@ def sections(a: Analysis, figures: Mapping[str, list[Figure]], overview: Sequenc
         )
         out.append(Section("gains", "Gain heatmaps per method", [Block("note", none)]))
     points = [_figure(f) for f in figures["points"]] + (
-        [_table(_singles_display(a))] if len(a.singles) else []
+        [_table(singles_display(a))] if len(a.singles) else []
     )
     out.append(Section("points", "Single-task and zero-shot results", points or [_p("No single runs.")]))
     out.append(Section("similarity", "Task similarities", _similarities(a, figures)))
@@ -301,7 +301,7 @@ def sections(a: Analysis, figures: Mapping[str, list[Figure]], overview: Sequenc
         out.append(Section("scatter", "Gain vs similarity", scatter))
         best = [
             _p("The off-diagonal source with the largest mean gain (± sd over seeds)."),
-            _table(*_best_display(a)),
+            _table(*best_display(a)),
         ]
         out.append(Section("best", "Best source per target", best))
         out.append(Section("statistics", "Statistics", _statistics(a)))

@@ -37,7 +37,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.combine import _donor_leads, donor_intervals  # noqa: E402
+from analysis.combine import donor_intervals, donor_leads  # noqa: E402
 from analysis.model import collinear_split, crossed_effects  # noqa: E402
 from analysis.pertarget import per_target_summary  # noqa: E402
 
@@ -134,7 +134,7 @@ def measure(study: Study, n_perm: int, n_boot: int, seed: int) -> dict[str, floa
             key = f"model coefficient ({r.term})"
             out |= {f"{key}|p": r.p_value, f"{key}|lo": r.lo, f"{key}|hi": r.hi, f"{key}|est": r.estimate}
             out[f"{NOT_REPORTED} clustered p ({r.term})|p"] = r.p_clustered
-    lead, _ = _donor_leads(study.gain.to_numpy(float), np.arange(T), K)  # the observed lead
+    lead, _ = donor_leads(study.gain.to_numpy(float), np.arange(T), K)  # the observed lead
     (lo, hi), _ = donor_intervals(study.gain, K, n_boot, seed)
     out |= {
         "donor lead over random|lo": lo,
