@@ -163,8 +163,9 @@ def task_bootstrap(
     """Percentile bootstrap over tasks. Each resample draws T tasks with replacement and takes the
     sub-matrix of the drawn tasks (rows and columns alike); a pair of two copies of one task is a
     diagonal cell and drops out, while a task drawn twice contributes its pairs with others twice
-    (a cluster bootstrap: cells that share a task are not independent). Resamples where the statistic
-    is not finite are skipped. Returns (estimate, lo, hi, n_pairs, n_tasks, valid resamples)."""
+    (a cluster bootstrap: cells that share a task are not independent). Each component's interval
+    skips the resamples where that component is not finite. Returns (estimate, lo, hi, n_pairs,
+    n_tasks, resamples where any component is finite)."""
     names, arrays = align(matrices)
     estimate = np.atleast_1d(np.asarray(statistic(arrays), dtype=float))
     n_pairs = len(next(iter(pair_values(arrays).values())))
@@ -176,13 +177,15 @@ def task_bootstrap(
         copies = idx[:, None] == idx[None, :]
         sample = {k: np.where(copies, np.nan, a[np.ix_(idx, idx)]) for k, a in arrays.items()}
         draws[b] = statistic(sample)
-    valid = np.isfinite(draws).all(axis=1)
-    if valid.sum() < 2:
-        nan = np.full(estimate.size, np.nan)
-        return estimate, nan, nan, n_pairs, n, int(valid.sum())
+    # each component over the resamples where it is finite: one undefined component (a constant
+    # similarity) must not void the others' intervals
+    lo, hi = np.full(estimate.size, np.nan), np.full(estimate.size, np.nan)
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(draws[valid], [alpha, 1.0 - alpha], axis=0)
-    return estimate, lo, hi, n_pairs, n, int(valid.sum())
+    for k in range(estimate.size):
+        d = draws[:, k][np.isfinite(draws[:, k])]
+        if d.size >= 2:
+            lo[k], hi[k] = np.quantile(d, [alpha, 1.0 - alpha])
+    return estimate, lo, hi, n_pairs, n, int(np.isfinite(draws).any(axis=1).sum())
 
 
 def as_estimate(result: tuple, k: int = 0) -> Estimate:
