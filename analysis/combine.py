@@ -81,7 +81,7 @@ def mean_interval(
     from scipy.stats import bootstrap
 
     x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
+    x = np.sort(x[np.isfinite(x)])  # resamples draw by value, not by the targets' names
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
     if x.size < 2 or n_boot < 2:

@@ -167,6 +167,8 @@ def task_bootstrap(
     skips the resamples where that component is not finite. Returns (estimate, lo, hi, n_pairs,
     n_tasks, resamples where any component is finite)."""
     names, arrays = align(matrices)
+    order = content_order(names, arrays)  # the resamples draw by values, not by names or listing
+    names, arrays = [names[i] for i in order], {k: a[np.ix_(order, order)] for k, a in arrays.items()}
     estimate = np.atleast_1d(np.asarray(statistic(arrays), dtype=float))
     n_pairs = len(next(iter(pair_values(arrays).values())))
     rng = np.random.default_rng(seed)
