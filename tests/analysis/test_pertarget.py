@@ -13,6 +13,7 @@ from scipy.stats import kendalltau, spearmanr
 from sklearn.metrics import ndcg_score
 from tables import embedded_similarity, names, planted_gain, square, word_ring
 
+from analysis.combine import donor_intervals
 from analysis.decompose import decompose
 from analysis.gains import gain_matrix, gain_summary
 from analysis.model import crossed_effects
@@ -25,6 +26,7 @@ from analysis.pertarget import (
     spearman_rows,
     top_k_best,
 )
+from analysis.stats import spearman_ci
 
 T = 20
 TASKS = names(T)
@@ -145,6 +147,8 @@ def test_renaming_the_tasks_draws_the_same_relabellings_and_resamples(planted):
     fa = crossed_effects(gain, {"s": sim}, n_perm=50, n_boot=50).table
     fb = crossed_effects(rename(gain), {"s": rename(sim)}, n_perm=50, n_boot=50).table
     pd.testing.assert_frame_equal(fa, fb, check_exact=False, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(donor_intervals(gain, 3, 50, 0), donor_intervals(rename(gain), 3, 50, 0))
+    assert spearman_ci(gain, sim, n_boot=50) == spearman_ci(rename(gain), rename(sim), n_boot=50)
 
 
 def _seed_table(gains: list[np.ndarray]) -> pd.DataFrame:
