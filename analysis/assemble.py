@@ -1,6 +1,8 @@
 """Every number of the study report, computed once from a loaded study folder: cell counts, gains,
 similarities, and per method setting the correlations, partial correlations, regression, ranking
-scores and variance decomposition. Pure tables in, tables out; drawing and HTML live in report.py."""
+scores, per-target statistics and model (with BH-adjusted p-values), noise and decomposition, and
+the cells that kept their start. Pure tables in, tables out; drawing, sentences and pages live in
+drawing.py, findings.py and page.py."""
 
 from __future__ import annotations
 
