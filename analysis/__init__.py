@@ -1,8 +1,10 @@
 """Pure functions on result tables and arrays: gains, similarities, statistics, and the report."""
 
+from analysis.adjust import adjust_within, bh_adjust
 from analysis.assemble import Analysis, analyse
 from analysis.combine import groups_table, multisource_table, source_prediction
 from analysis.decompose import Decomposition, additive_fit, decompose, residual_spearman
+from analysis.findings import FindingTables, findings
 from analysis.gains import (
     gain_matrix,
     gain_summary,
@@ -43,6 +45,10 @@ from analysis.summary import best_sources, method_summary
 
 __all__ = [
     "Analysis",
+    "FindingTables",
+    "adjust_within",
+    "bh_adjust",
+    "findings",
     "Decomposition",
     "ModelFit",
     "SeedNoise",

@@ -1,6 +1,8 @@
 """Every number of the study report, computed once from a loaded study folder: cell counts, gains,
 similarities, and per method setting the correlations, partial correlations, regression, ranking
-scores and variance decomposition. Pure tables in, tables out; drawing and HTML live in report.py."""
+scores, per-target statistics and model (with BH-adjusted p-values), noise and decomposition, and
+the cells that kept their start. Pure tables in, tables out; drawing, sentences and pages live in
+drawing.py, findings.py and page.py."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.adjust import adjust_within
 from analysis.combine import combine_k, groups_table, multisource_table, source_prediction
-from analysis.controls import exact_zero_gains, kept_start, self_control
+from analysis.controls import exact_zero_gains, kept_by_stage, self_control
 from analysis.decompose import decompose
 from analysis.gains import (
     SETTING_KEYS,
@@ -33,7 +36,7 @@ from analysis.load import (
     prompt_arrays,
     prompt_methods,
 )
-from analysis.model import crossed_effects
+from analysis.model import collinear_split, crossed_effects
 from analysis.noise import cell_errors, reliability_as_analysed, seed_noise
 from analysis.order import similarity_order, task_order
 from analysis.pertarget import per_target_summary
@@ -123,8 +126,12 @@ class Analysis:
     prediction: pd.DataFrame | None = None  # sources predicted with the target held out, per setting
     prediction_targets: pd.DataFrame | None = None  # the same per target
     k: int | None = None  # how many sources the held-out prediction picks
+    kept_start: pd.DataFrame | None = (
+        None  # per method: transfer cells that kept their start, of those that say
+    )
+    kept_cells: pd.DataFrame | None = None  # per setting and pair: whether a seed's prompt kept its start
     self_control: pd.DataFrame | None = None  # the target as its own source, per setting
-    kept_start: pd.DataFrame | None = None  # tuned cells that kept their untuned prompt
+    kept_stages: pd.DataFrame | None = None  # per tuned stage and method: cells that kept their start
     zero_gains: pd.DataFrame | None = None  # off-diagonal per-seed gains exactly 0
 
     def sims_for(self, method: str, shots) -> dict[str, pd.DataFrame]:
@@ -311,21 +318,37 @@ def _setting_statistics(a: Analysis, setting: Setting, parts: dict[str, list]) -
         parts["ranking"].append(ranking_summary(gain, sims).assign(**tag))
         single = a.singles[(a.singles["method"] == method) & (a.singles["shots"] == shots)]
         single = single.set_index("target")["single_pts"]
-        table = per_target_summary(gain, sims, single, n_perm=a.n_boot, seed=a.seed)
+        table = per_target_summary(gain, sims, single, n_perm=a.n_boot, n_boot=a.n_boot, seed=a.seed)
         parts["per_target"].append(table.assign(**tag))
+    _models(a, setting, gain, sims, parts)
+    _noise_row(a, setting, d, parts)
+
+
+def _models(a: Analysis, setting: Setting, gain: pd.DataFrame, sims: dict, parts: dict[str, list]) -> None:
+    """The crossed-effects models of one setting; a model's terms that correlate above COLLINEAR go
+    into separate models ("designed", "designed 2", ...), each coefficient with its relabelling p."""
+    tag = dict(zip(SETTING_KEYS, setting, strict=True))
     for model, terms in MODELS.items():
         chosen = {k: sims[k] for k in terms if k in sims}
         if not chosen:
             continue
-        fit = crossed_effects(gain, chosen)
-        if fit.table.empty:
-            a.notes.append(
-                f"{setting_label(setting)}: {model} model not fitted (too few pairs for its terms)"
+        for n, group in enumerate(collinear_split(gain, chosen)):
+            name = model if n == 0 else f"{model} {n + 1}"
+            fit = crossed_effects(
+                gain, {k: chosen[k] for k in group}, n_perm=a.n_boot, seed=a.seed, n_boot=a.n_boot
             )
-            continue
-        extra = {"model": model, "r2": fit.r2, "resid_var": fit.resid_var, "dropped": ", ".join(fit.dropped)}
-        parts["model"].append(fit.table.assign(**extra, **tag))
-    _noise_row(a, setting, d, parts)
+            if fit.table.empty:
+                a.notes.append(
+                    f"{setting_label(setting)}: {name} model not fitted (too few pairs for its terms)"
+                )
+                continue
+            extra = {
+                "model": name,
+                "r2": fit.r2,
+                "resid_var": fit.resid_var,
+                "dropped": ", ".join(fit.dropped),
+            }
+            parts["model"].append(fit.table.assign(**extra, **tag))
 
 
 def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None:
@@ -388,12 +411,35 @@ def _controls(a: Analysis) -> None:
     if a.noise is not None:
         sd = {tuple(r[k] for k in SETTING_KEYS): r["seed_sd_pts"] for _, r in a.noise.iterrows()}
     a.self_control = self_control(a.seed_table, sd)
-    a.kept_start = kept_start(a.tables.cells)
+    a.kept_stages = kept_by_stage(a.tables.cells)
     a.zero_gains = exact_zero_gains(a.seed_table)
 
 
+# the families within which p-values are adjusted (Benjamini-Hochberg): a method setting's headline
+# per-target statistics over every similarity; its model coefficients; a method's policies
+FAMILY = SETTING_KEYS
+POLICY_FAMILY = ["method", "shots"]
+
+
+def _adjusted(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The parts as one table with `p_adjusted` within each method setting. Per-target statistics
+    outside HEADLINE belong to no family (the report shows HEADLINE only) and keep NaN."""
+    if not parts:
+        return None
+    table = pd.concat(parts, ignore_index=True)
+    shown = table["statistic"].isin(HEADLINE) if "statistic" in table else pd.Series(True, index=table.index)
+    table["p_adjusted"] = np.nan
+    if shown.any():
+        table.loc[shown, "p_adjusted"] = adjust_within(table[shown], FAMILY)["p_adjusted"]
+    return table
+
+
 def _offdiag_missing(seed_table: pd.DataFrame) -> pd.DataFrame:
-    off = seed_table[seed_table["source"] != seed_table["target"]]
+    """Why stored off-diagonal transfer cells have no gain. Pairs the study never planned, or has not
+    run yet, are not counted here: what the grid expects is the progress table's."""
+    off = seed_table[
+        (seed_table["source"] != seed_table["target"]) & seed_table["transfer_status"].ne("absent")
+    ]
     if off.empty:
         return pd.DataFrame(columns=[*SETTING_KEYS, "expected", "present", "missing"])
     return missing_counts(off)
@@ -436,6 +482,31 @@ def _combine(a: Analysis) -> None:
         summary.append(means.assign(**tag))
     a.prediction = pd.concat(summary, ignore_index=True) if summary else None
     a.prediction_targets = pd.concat(per_target, ignore_index=True) if per_target else None
+
+
+def _gather(a: Analysis, parts: dict[str, list]) -> None:
+    """The settings' statistics as one table each (None where no setting has any)."""
+    for name in ("correlations", "partial", "regression", "ranking"):
+        setattr(a, name, pd.concat(parts[name], ignore_index=True) if parts[name] else None)
+    a.decomposition = pd.DataFrame(parts["decomposition"]) if parts["decomposition"] else None
+    a.per_target = _adjusted(parts["per_target"])
+    a.model = _adjusted(parts["model"])
+    a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+
+
+def kept_start(cells: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """From the rows' `moved` column (absent in older studies, null for rows that do not say): per
+    method the transfer cells whose prompt kept its start (moved is False) of those that say, and per
+    setting and pair whether any seed's cell kept it. (None, None) without the column."""
+    if "moved" not in cells:
+        return None, None
+    part = cells[(cells["stage"] == "transfer") & cells["moved"].notna()]
+    if part.empty:
+        return None, None
+    part = part.assign(kept=~part["moved"].astype(bool))
+    per_method = part.groupby("method", sort=False)["kept"].agg(kept="sum", cells="count").reset_index()
+    pairs = part.groupby([*SETTING_KEYS, "source", "target"], dropna=False, sort=False)["kept"].any()
+    return per_method, pairs.reset_index()
 
 
 def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
@@ -486,19 +557,13 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     parts: dict[str, list] = {k: [] for k in PARTS}
     for setting in settings:
         _setting_statistics(a, setting, parts)
-    a.correlations = pd.concat(parts["correlations"], ignore_index=True) if parts["correlations"] else None
-    a.partial = pd.concat(parts["partial"], ignore_index=True) if parts["partial"] else None
-    a.regression = pd.concat(parts["regression"], ignore_index=True) if parts["regression"] else None
-    a.ranking = pd.concat(parts["ranking"], ignore_index=True) if parts["ranking"] else None
-    a.decomposition = pd.DataFrame(parts["decomposition"]) if parts["decomposition"] else None
-    a.per_target = pd.concat(parts["per_target"], ignore_index=True) if parts["per_target"] else None
-    a.model = pd.concat(parts["model"], ignore_index=True) if parts["model"] else None
-    a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+    _gather(a, parts)
     _controls(a)
     _combine(a)
     a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)
     a.best = best_sources(summary)
+    a.kept_start, a.kept_cells = kept_start(cells)
     methods = method_summary(summary, singles, zeroshot, a.correlations)
     rank = methods["method"].map(lambda m: method_key(m)[0])
     a.methods = (

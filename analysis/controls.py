@@ -43,7 +43,7 @@ def self_control(seed_table: pd.DataFrame, seed_sd: dict | None = None) -> pd.Da
     return pd.DataFrame(rows, columns=columns)
 
 
-def kept_start(cells: pd.DataFrame) -> pd.DataFrame:
+def kept_by_stage(cells: pd.DataFrame) -> pd.DataFrame:
     """Per tuned stage and method: ok cells, how many kept their untuned prompt, and their share.
     Rows written before the `moved` column have it null and count as unknown, not as kept."""
     if "moved" not in cells.columns:

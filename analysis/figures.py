@@ -124,3 +124,60 @@ def scatter_grid(panels: Sequence[Panel], title: str, ncols: int = 3):
         ax.set_visible(False)
     fig.suptitle(title, fontsize=12)
     return fig
+
+
+def heatmap_row(
+    matrices: Sequence[pd.DataFrame],
+    titles: Sequence[str],
+    *,
+    vmax: float,
+    cbar_label: str,
+    within: Sequence[pd.DataFrame | None],
+    kept: Sequence[pd.DataFrame | None],
+):
+    """Heatmaps side by side on one symmetric colour scale (RdBu_r, -vmax..vmax) with one colour bar,
+    rows and columns in the order given. Per panel, the True cells of `within` get a small grey dot
+    (within 2 SE of zero) and those of `kept` a black cross (the prompt kept its start); NaN cells are
+    hatched."""
+    import seaborn as sns
+    from matplotlib.patches import Rectangle
+
+    n = len(matrices[0])
+    fig = new_figure(1.2 + 5.6 * len(matrices), 6.4)
+    axes = fig.subplots(1, len(matrices), squeeze=False).ravel()
+    for k, (ax, m) in enumerate(zip(axes, matrices, strict=True)):
+        values = m.to_numpy(float)
+        ax.add_patch(
+            Rectangle((0, 0), n, n, facecolor="white", edgecolor="0.65", hatch="///", lw=0, zorder=0)
+        )
+        last = k == len(matrices) - 1
+        sns.heatmap(
+            m.astype(float), ax=ax, mask=~np.isfinite(values), cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+            cbar=last, cbar_kws={"label": cbar_label, "shrink": 0.8} if last else {}, square=True,
+            xticklabels=list(map(str, m.columns)), yticklabels=list(map(str, m.index)) if not k else False,
+        )  # fmt: skip
+        for flags, style in (
+            (within[k], dict(marker="o", s=6, c="0.35")),
+            (kept[k], dict(marker="x", s=22, c="k")),
+        ):
+            if flags is not None:
+                i, j = np.nonzero(
+                    flags.reindex(index=m.index, columns=m.columns).fillna(False).to_numpy(bool)
+                )
+                ax.scatter(j + 0.5, i + 0.5, linewidths=1.0, **style)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("target task")
+        ax.set_ylabel("source task" if k == 0 else "")
+        ax.set_title(titles[k], fontsize=11)
+    return fig
+
+
+def save_vector(fig, path: Path) -> Path:
+    """The figure as SVG (text kept as text), written atomically."""
+    import io
+
+    from analysis.files import write_atomic
+
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    return write_atomic(path, buffer.getvalue())

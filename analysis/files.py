@@ -25,8 +25,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     return path
 
 
-_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_MD_SPECIAL = re.compile(r"([\\`*_|#~])")
+_MD_SPECIAL = re.compile(r"([\\`*_|#~<>&])")  # backslash-escaped: no HTML entity in the file
 
 
 def markdown_text(value) -> str:
@@ -34,5 +33,4 @@ def markdown_text(value) -> str:
     border can come out of it (a study or task name is whatever its folder says). Brackets stay as
     they are (intervals read "[lo, hi]"); a link needs "](" and gets "]\\(" instead."""
     text = "".join(c if c.isprintable() else " " for c in str(value))
-    text = "".join(_MD_ENTITIES.get(c, c) for c in text)
     return _MD_SPECIAL.sub(r"\\\1", text).replace("](", "]\\(")

@@ -14,7 +14,8 @@ Every score is written for a batch of rows (`..., n` arrays, the last axis the c
 for none) so that one vectorised call scores every target of every resample: scipy's rank
 correlations and scikit-learn's `ndcg_score` (ties averaged likewise) are the references the tests
 compare these with, but calling them once per target per resample would cost 10^5 calls a
-similarity. The task bootstrap is `scipy.stats.bootstrap` over task indices. The permutation null
+similarity. The task bootstrap is `scipy.stats.bootstrap` over task indices; it gives the
+intervals. The permutation null
 is the one scipy's `permutation_test` cannot express (each target's sources shuffled on their
 own), written here vectorised.
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.stats import align
+from analysis.stats import align, content_order
 
 # statistic -> (kind, k, direction of "better"); kind picks the scoring function
 STATISTICS = {
@@ -42,6 +43,16 @@ STATISTICS = {
     "rel_regret@3": ("rel_regret", 3, "less"),
 }
 RANK_STATS = ("spearman", "kendall")
+STATISTIC_NAMES = {
+    "spearman": "Spearman ρ",
+    "kendall": "Kendall τb",
+    "ndcg@3": "NDCG@3",
+    "ndcg@5": "NDCG@5",
+    "regret@1": "regret@1 (points)",
+    "regret@3": "regret@3 (points)",
+    "rel_regret@1": "regret@1 (share of best)",
+    "rel_regret@3": "regret@3 (share of best)",
+}
 SUMMARY_COLUMNS = [
     "similarity",
     "statistic",
@@ -51,8 +62,6 @@ SUMMARY_COLUMNS = [
     "p_value",
     "random",
     "null_mean",
-    "boot_lo",
-    "boot_hi",
     "n_targets",
     "n_tasks",
     "n_perm",
@@ -224,13 +233,15 @@ class _Prepared:
 
 
 def _prepare(gain: pd.DataFrame, sims: Mapping[str, pd.DataFrame], single: pd.Series | None) -> _Prepared:
-    # tasks sorted by name: a statistic must not depend on the order the matrices list them in
-    # (the bootstrap draws index sets, so the name order fixes which tasks a seed draws)
+    # tasks in an order fixed by the values, not by how the matrices list or name them: the bootstrap
+    # and the relabellings draw index sets, so the order fixes which tasks a seed draws
     common = set(gain.index) & set(gain.columns)
     for m in sims.values():
         common &= set(m.index) & set(m.columns)
-    tasks = sorted(common, key=str)
-    _, arrays = align({"__gain__": gain, **sims}, tasks)
+    tasks, arrays = align({"__gain__": gain, **sims}, sorted(common, key=str))
+    order = content_order(tasks, arrays)
+    tasks = [tasks[i] for i in order]
+    arrays = {k: a[np.ix_(order, order)] for k, a in arrays.items()}
     points = None
     if single is not None:
         points = single.groupby(level=0).mean().reindex(tasks).to_numpy(float)
@@ -264,22 +275,17 @@ def per_target_table(
             row.update({st: float(x[j]) for st, x in scores.items()})
             row.update({f"random_{st}": float(x[j]) for st, x in random.items()})
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    rank = {k: i for i, k in enumerate(p.sims)}  # the similarities' order, each one's targets by name
+    key = out["similarity"].map(rank).astype(str).str.zfill(4) + "/" + out["target"].astype(str)
+    return out.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
 def _relabellings(n: int, n_perm: int, rng: np.random.Generator) -> np.ndarray:
     """(n_perm, n) random permutations of the task indices."""
     return np.argsort(rng.random((n_perm, n)), axis=-1)
-
-
-def _clip(statistics, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Intervals kept within each statistic's range (rank correlations -1..1, NDCG 0..1, regret >= 0):
-    the normal approximation can step past it when there are few tasks."""
-    bounds = {"spearman": (-1, 1), "kendall": (-1, 1), "ndcg": (0, 1), "regret": (0, np.inf)}
-    bounds["rel_regret"] = (0, np.inf)
-    low = np.array([bounds[STATISTICS[st][0]][0] for st in statistics], float)
-    high = np.array([bounds[STATISTICS[st][0]][1] for st in statistics], float)
-    return np.clip(lo, low, high), np.clip(hi, low, high)
 
 
 def _p_value(observed: float, null: np.ndarray, direction: str, centre: float) -> float:
@@ -296,10 +302,23 @@ def _p_value(observed: float, null: np.ndarray, direction: str, centre: float) -
     return float((1 + hits) / (1 + null.size))
 
 
-def _task_bootstrap(p: _Prepared, sim: np.ndarray, statistics, n_boot, seed, level) -> tuple:
-    """Percentile task-bootstrap interval of each statistic's mean over targets: each resample draws
-    tasks with replacement and keeps the sub-matrix of the drawn tasks (two copies of one task meet
-    in a diagonal cell, which drops out). -> (lo, hi, valid resamples)."""
+BOUNDS = {
+    "spearman": (-1, 1),
+    "kendall": (-1, 1),
+    "ndcg": (0, 1),
+    "regret": (0, np.inf),
+    "rel_regret": (0, np.inf),
+}
+
+
+def _task_bootstrap(p: _Prepared, sim: np.ndarray, statistics, observed, n_boot, seed, level) -> tuple:
+    """Task-bootstrap interval of each statistic's mean over targets: each resample draws tasks with
+    replacement and keeps the sub-matrix of the drawn tasks (two copies of one task meet in a diagonal
+    cell, which drops out). The percentile interval is moved by the bootstrap's bias (the resamples'
+    mean minus the estimate), then kept within the statistic's range: a resample holds fewer distinct
+    sources, which lowers regret@1 in every resample and left the plain percentile interval covering
+    a binary relation's regret in 89% of simulated studies (bench/calibration.py).
+    -> (lo, hi, valid resamples)."""
     from scipy.stats import bootstrap
 
     n = len(p.tasks)
@@ -321,17 +340,19 @@ def _task_bootstrap(p: _Prepared, sim: np.ndarray, statistics, n_boot, seed, lev
             n_resamples=n_boot,
             vectorized=True,
             batch=max(1, 20_000 // (n * n)),
-            method="percentile",
+            method="percentile",  # BCa and basic intervals covered regret@1 less often (bench/calibration.py)
             rng=np.random.default_rng(seed),
         )
     dist = np.atleast_2d(res.bootstrap_distribution)  # (statistics, n_boot)
-    ok = np.isfinite(dist).all(axis=0)
-    nan = np.full(len(statistics), np.nan)
-    if ok.sum() < 2:
-        return nan, nan, int(ok.sum())
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(dist[:, ok], [alpha, 1.0 - alpha], axis=1)
-    return lo, hi, int(ok.sum())
+    lo, hi = np.full(len(statistics), np.nan), np.full(len(statistics), np.nan)
+    for k, row in enumerate(dist):  # each statistic over its own defined resamples
+        row = row[np.isfinite(row)]
+        if row.size >= 2 and np.isfinite(observed[k]):
+            bias = row.mean() - observed[k]
+            low, high = BOUNDS[STATISTICS[statistics[k]][0]]
+            lo[k], hi[k] = np.clip(np.quantile(row, [alpha, 1.0 - alpha]) - bias, low, high)
+    return lo, hi, int(np.isfinite(dist).any(axis=0).sum())
 
 
 def _relabelled_null(p: _Prepared, sim: np.ndarray, statistics, n_perm: int, seed: int) -> np.ndarray:
@@ -351,17 +372,47 @@ def _relabelled_null(p: _Prepared, sim: np.ndarray, statistics, n_perm: int, see
     return np.concatenate(out, axis=1)
 
 
+def _observed(p: _Prepared, sim: np.ndarray, statistics) -> tuple[list[float], list[float], int]:
+    """Each statistic's mean over targets, its random expectation (0 for the rank correlations), and
+    how many targets have two or more sources."""
+    g, s, valid = _by_target(p.gain, sim)
+    best_pts = _best_points(g, valid, p.single)
+    observed = [float(_mean_over_targets(score_rows(st, g, s, valid, best_pts))) for st in statistics]
+    flat = np.zeros_like(s)
+    random = [
+        0.0 if st in RANK_STATS else float(_mean_over_targets(score_rows(st, g, flat, valid, best_pts)))
+        for st in statistics
+    ]
+    return observed, random, int((valid.sum(-1) >= 2).sum())
+
+
+def _permutation_p(p: _Prepared, sim: np.ndarray, statistics, observed, n_perm: int, seed: int):
+    """(p-values, null means) of each statistic from `n_perm` relabellings of the similarity."""
+    nan = np.full(len(statistics), np.nan)
+    if n_perm < 1 or len(p.tasks) < 3:
+        return nan, nan
+    null = _relabelled_null(p, sim, statistics, n_perm, seed + 1)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # a statistic undefined everywhere stays NaN
+        centre = np.nanmean(null, axis=1)
+    pv = nan.copy()
+    for k, st in enumerate(statistics):
+        ref = 0.0 if st in RANK_STATS else centre[k]
+        pv[k] = _p_value(observed[k], null[k], STATISTICS[st][2], ref)
+    return pv, centre
+
+
 def per_target_summary(
     gain: pd.DataFrame,
     sims: Mapping[str, pd.DataFrame],
     single: pd.Series | None = None,
     n_perm: int = 1000,
-    n_boot: int = 0,
+    n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
     statistics: tuple[str, ...] = tuple(STATISTICS),
 ) -> pd.DataFrame:
-    """Mean over targets of each per-target statistic, per similarity, with its null and intervals.
+    """Mean over targets of each per-target statistic, per similarity, with its null and interval.
 
     The null relabels the similarity's tasks at random (one permutation for its rows and columns),
     keeping the gains: a similarity unrelated to the gains is then exchangeable with its relabellings
@@ -370,43 +421,19 @@ def per_target_summary(
     correlation at once, which independent shuffles never do; on simulated null matrices with source
     effects such a test rejected at 5% a third of the time.) `p_value`: two-sided for the rank
     correlations, one-sided towards "better" for NDCG (greater) and regret (less), from `n_perm`
-    relabellings. `lo`/`hi`: the estimate plus or minus z times the null's standard deviation, the
-    interval that inverts this test for a shift of the statistic (normal approximation: a mean over
-    targets is close to normal, and 2.5% tails of a few hundred relabellings are too thin to read
-    quantiles from). With `n_boot` > 0, `boot_lo`/`boot_hi` add the percentile
-    task-bootstrap interval, which is conservative here (a drawn task repeats its noise in its row
-    and its column). `random`: the mean random expectation (0 for the rank correlations).
+    relabellings. `lo`/`hi`: the bias-corrected task-bootstrap interval from `n_boot` resamples (the
+    estimate plus or minus the null's spread would cover a planted NDCG@5 only 81-90% of the time; see
+    bench/calibration.py). `random`: the mean random expectation (0 for the rank correlations).
     `single`: target -> single-run points, for the relative regret."""
-    from scipy.stats import norm
-
     p = _prepare(gain, sims, single)
     n = len(p.tasks)
-    z = float(norm.ppf(0.5 + level / 2.0))
     rows = []
     for name, sim in p.sims.items():
-        g, s, valid = _by_target(p.gain, sim)
-        best_pts = _best_points(g, valid, p.single)
-        observed = [float(_mean_over_targets(score_rows(st, g, s, valid, best_pts))) for st in statistics]
-        flat = np.zeros_like(s)
-        random = [
-            0.0 if st in RANK_STATS else float(_mean_over_targets(score_rows(st, g, flat, valid, best_pts)))
-            for st in statistics
-        ]
-        nan = np.full(len(statistics), np.nan)
-        lo, hi, pv, centre = nan, nan, nan.copy(), nan
-        if n_perm >= 1 and n >= 3:
-            null = _relabelled_null(p, sim, statistics, n_perm, seed + 1)
-            with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-                warnings.simplefilter("ignore", RuntimeWarning)  # a statistic undefined everywhere stays NaN
-                centre = np.nanmean(null, axis=1)
-                half = z * np.nanstd(null, axis=1, ddof=1)
-            lo, hi = _clip(statistics, np.array(observed) - half, np.array(observed) + half)
-            for k, st in enumerate(statistics):
-                ref = 0.0 if st in RANK_STATS else centre[k]
-                pv[k] = _p_value(observed[k], null[k], STATISTICS[st][2], ref)
-        boot_lo, boot_hi, valid_boot = nan, nan, 0
+        observed, random, n_targets = _observed(p, sim, statistics)
+        pv, centre = _permutation_p(p, sim, statistics, observed, n_perm, seed)
+        lo, hi, valid_boot = np.full(len(statistics), np.nan), np.full(len(statistics), np.nan), 0
         if n_boot >= 2 and n >= 3:
-            boot_lo, boot_hi, valid_boot = _task_bootstrap(p, sim, statistics, n_boot, seed, level)
+            lo, hi, valid_boot = _task_bootstrap(p, sim, statistics, observed, n_boot, seed, level)
         for k, st in enumerate(statistics):
             rows.append(
                 {
@@ -418,9 +445,7 @@ def per_target_summary(
                     "p_value": float(pv[k]),
                     "random": random[k],
                     "null_mean": float(centre[k]),
-                    "boot_lo": float(boot_lo[k]),
-                    "boot_hi": float(boot_hi[k]),
-                    "n_targets": int((valid.sum(-1) >= 2).sum()),
+                    "n_targets": n_targets,
                     "n_tasks": n,
                     "n_perm": n_perm if n >= 3 else 0,
                     "n_boot": valid_boot,

@@ -4,6 +4,7 @@ each with a percentile bootstrap that resamples tasks."""
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -119,6 +120,19 @@ def align(
     return tasks, arrays
 
 
+def content_order(tasks: Sequence[str], arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """An order of the tasks fixed by the values of the matrices alone (each task's row and column
+    means, matrix by matrix), the name breaking only exact ties: the Monte Carlo draws index tasks in
+    this order, so renaming tasks, or listing them otherwise, draws the same resamples."""
+    keys = []
+    for a in arrays.values():
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row without a value: NaN, sorted last
+            keys += [np.round(np.nanmean(a, axis=1), 9), np.round(np.nanmean(a, axis=0), 9)]
+    names = np.array([str(t) for t in tasks])
+    return np.lexsort([names, *[np.nan_to_num(k, nan=np.inf) for k in reversed(keys)]])
+
+
 def pair_values(arrays: Arrays) -> Arrays:
     """The off-diagonal cells where every matrix is finite, as aligned vectors."""
     stacked = np.stack(list(arrays.values()))
@@ -149,9 +163,12 @@ def task_bootstrap(
     """Percentile bootstrap over tasks. Each resample draws T tasks with replacement and takes the
     sub-matrix of the drawn tasks (rows and columns alike); a pair of two copies of one task is a
     diagonal cell and drops out, while a task drawn twice contributes its pairs with others twice
-    (a cluster bootstrap: cells that share a task are not independent). Resamples where the statistic
-    is not finite are skipped. Returns (estimate, lo, hi, n_pairs, n_tasks, valid resamples)."""
+    (a cluster bootstrap: cells that share a task are not independent). Each component's interval
+    skips the resamples where that component is not finite. Returns (estimate, lo, hi, n_pairs,
+    n_tasks, resamples where any component is finite)."""
     names, arrays = align(matrices)
+    order = content_order(names, arrays)  # the resamples draw by values, not by names or listing
+    names, arrays = [names[i] for i in order], {k: a[np.ix_(order, order)] for k, a in arrays.items()}
     estimate = np.atleast_1d(np.asarray(statistic(arrays), dtype=float))
     n_pairs = len(next(iter(pair_values(arrays).values())))
     rng = np.random.default_rng(seed)
@@ -162,13 +179,15 @@ def task_bootstrap(
         copies = idx[:, None] == idx[None, :]
         sample = {k: np.where(copies, np.nan, a[np.ix_(idx, idx)]) for k, a in arrays.items()}
         draws[b] = statistic(sample)
-    valid = np.isfinite(draws).all(axis=1)
-    if valid.sum() < 2:
-        nan = np.full(estimate.size, np.nan)
-        return estimate, nan, nan, n_pairs, n, int(valid.sum())
+    # each component over the resamples where it is finite: one undefined component (a constant
+    # similarity) must not void the others' intervals
+    lo, hi = np.full(estimate.size, np.nan), np.full(estimate.size, np.nan)
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(draws[valid], [alpha, 1.0 - alpha], axis=0)
-    return estimate, lo, hi, n_pairs, n, int(valid.sum())
+    for k in range(estimate.size):
+        d = draws[:, k][np.isfinite(draws[:, k])]
+        if d.size >= 2:
+            lo[k], hi[k] = np.quantile(d, [alpha, 1.0 - alpha])
+    return estimate, lo, hi, n_pairs, n, int(np.isfinite(draws).any(axis=1).sum())
 
 
 def as_estimate(result: tuple, k: int = 0) -> Estimate:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,9 +153,9 @@ def test_analysis_lists_methods_in_the_registrys_order():
 LONG_TABLES = {"study/cli.py:build_parser"}
 
 
-def test_no_function_of_the_kernel_or_the_study_is_over_60_lines():
+def test_no_function_of_the_kernel_the_study_or_the_analysis_is_over_60_lines():
     long = []
-    for package in ("pipeline", "study"):
+    for package in ("pipeline", "study", "analysis"):
         for path in _modules(package):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -162,3 +163,13 @@ def test_no_function_of_the_kernel_or_the_study_is_over_60_lines():
                     if node.end_lineno - node.lineno + 1 > 60 and where not in LONG_TABLES:
                         long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_the_report_page_comes_from_templates_not_python_strings():
+    """Pages are Jinja2 templates of analysis/templates; no analysis module writes a tag."""
+    tag = re.compile(r"</(?:p|div|table|tr|td|th|h[1-6]|figure|section|ul|li|html|body)>|<img\b")
+    for path in _modules("analysis"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not tag.search(node.value), f"{path.name}: {node.value[:60]!r}"
+    assert {"report.html", "summary.md"} <= {p.name for p in (ROOT / "analysis" / "templates").iterdir()}

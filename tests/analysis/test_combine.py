@@ -3,6 +3,8 @@ gains held out: planted effects found, noise left without a claim, new stages ke
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -241,7 +243,7 @@ def test_the_report_shows_which_sources_to_combine(tmp_path):
     add_rows(folder, new_stage_rows(gains=gains))
     report = make_report(folder, n_boot=N_BOOT)
     page = report.html.read_text()
-    assert '<h2 id="combine">Which sources to combine</h2>' in page and 'href="#combine"' in page
+    assert '<section id="combine"><h2>Which sources to combine</h2>' in page and 'href="#combine"' in page
     assert "{a, b} {c, d}" in page and "chosen by donor" in page
     multisource = pd.read_csv(report.out / "multisource.csv").set_index("policy")
     assert multisource.loc["top_k:gain", "gain_pts"] == pytest.approx(3.3)
@@ -250,15 +252,17 @@ def test_the_report_shows_which_sources_to_combine(tmp_path):
     groups = pd.read_csv(report.out / "groups.csv").set_index("policy")
     assert groups.loc["visual", "diff_random_pts"] == pytest.approx(2.0)
     assert (pd.read_csv(report.out / "source_prediction.csv")["k"] == 2).all()  # the top_k sets' size
-    line = next(x for x in report.lines if x.startswith("coop 4-shot multi-source:"))
-    assert (
-        "all vs single: +2.3 pts [" in line
-        and "wins 4/4" in line
-        and "top_k:gain - random_k: +3.0 pts" in line
-    )
-    assert "random_k - random_k" not in line
-    assert any(x.startswith("coop 4-shot groups: visual vs single: +1.3 pts [") for x in report.lines)
+    said = next(x for x in report.lines if x.startswith("coop: multi-source"))  # a finding, adjusted p
+    assert "multi-source all beats single-task tuning by +2.3 [" in said
+    assert "multi-source all beats random_k by +2.0 [+2.0, +2.0] points (adjusted p <0.001)" in said
+    assert "and 4 more in the tables below" in said  # three named, the rest counted
+    assert any("no claim for multi-source random_k" in x for x in report.lines)  # random_k against single
+    multisource = pd.read_csv(report.out / "multisource.csv").set_index("policy")
+    assert multisource.loc["all", "gain_p_adjusted"] >= multisource.loc["all", "gain_p"]
     assert "Multi-source initialisation" in (report.out / "summary.md").read_text()
+    tables = page[page.index('id="study"') :]  # every number of the findings is in a table below them
+    for figure in re.findall(r"[+-]?\d+\.\d+ \[[^\]]*\]", " ".join(report.lines[: report.lines.index("")])):
+        assert figure in tables, figure
 
 
 def test_an_old_folder_reports_the_held_out_choice_of_sources_only(tmp_path):

@@ -59,7 +59,8 @@ def test_report_prints_the_summary_and_where_it_wrote(capsys, tmp_path):
         "study cli (backbone builtin): 12 of 12 expected cells stored; 12 ok, 0 failed, 0 NaN, 0 missing"
         in out
     )
-    assert "coop joint 2-shot: Spearman(gain, designed visual) = 1.00" in out and "over 6 pairs" in out
+    assert out.startswith("Claims below hold at a 5% false discovery rate")  # the findings first
+    assert "coop joint 2-shot: mean gain" in out and "over 6 pairs" in out
     assert f"report written to {folder / '_report' / 'report.html'}" in out
     assert (folder / "_report" / "report.html").is_file()
 
@@ -68,7 +69,19 @@ def test_report_to_another_folder(capsys, tmp_path):
     folder = _study(tmp_path / "cli")
     assert main(["report", str(folder), "--out", str(tmp_path / "elsewhere"), "--boot", "0"]) == 0
     assert (tmp_path / "elsewhere" / "report.html").is_file() and not (folder / "_report").exists()
-    assert "[interval n/a]" in capsys.readouterr().out  # no resamples: no interval, and it says so
+    out = capsys.readouterr().out
+    assert "no claim" in out  # no resamples: no p-value or interval, so nothing is claimed
+    assert "[interval n/a]" in (tmp_path / "elsewhere" / "summary.md").read_text()
+
+
+def test_the_terminal_gets_no_control_character_and_summary_md_no_html_entity(capsys, tmp_path):
+    folder = _study(tmp_path / "cli", name="evil\x1b[31m<b>red</b>\x07\x9b2J & co")
+    assert main(["report", str(folder), "--boot", "20"]) == 0
+    out = capsys.readouterr().out
+    assert not [c for c in out if not c.isprintable() and c != "\n"], repr(out[:200])
+    assert "evil[31m<b>red</b>2J & co" in out  # the name itself, its control characters removed
+    md = (folder / "_report" / "summary.md").read_text()
+    assert "&lt;" not in md and "&gt;" not in md and "&amp;" not in md and "\\<b\\>red" in md
 
 
 def test_a_folder_that_is_not_a_study_is_one_line_and_exit_2(capsys, tmp_path):
