@@ -492,6 +492,7 @@ def _gather(a: Analysis, parts: dict[str, list]) -> None:
     a.per_target = _adjusted(parts["per_target"])
     a.model = _adjusted(parts["model"])
     a.noise = pd.DataFrame(parts["noise"]) if parts["noise"] else None
+    _controls(a)
 
 
 def kept_start(cells: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -558,7 +559,6 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     for setting in settings:
         _setting_statistics(a, setting, parts)
     _gather(a, parts)
-    _controls(a)
     _combine(a)
     a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)
