@@ -162,10 +162,10 @@ def test_cell_ids_are_pinned(toy_tasks):
 
 
 PINNED_IDS = {
-    "single": "54d8ee91e518b28651da",
-    "init": "14173396ecd16946a147",
-    "joint": "19f263ce7c3245c6bd3b",
-    "zeroshot": "8bd6fcc5c5d3dc75fd9d",
+    "single": "96f6d5ad52ad6a243758",
+    "init": "5af91d6f1f2168a100f8",
+    "joint": "b790f22cf3cb54abd7f2",
+    "zeroshot": "4006c0c9f294c3605f06",
 }
 
 
