@@ -3,7 +3,8 @@
     python bench/protocol.py [--tasks 6] [--seeds 0,1,2] [--methods coop,vpt,upt] [--workers 2]
                              [--candidates NAME,...] [--out rows.parquet]
 
-Every candidate (shots, selection rule, steps and lr; the default spec's methods and backbone) runs
+Every candidate (shots, selection rule, steps and lr; the default spec's methods, their own recipe
+fields and its backbone) runs
 the single cells and the whole joint grid (every source of every target, the diagonal being the
 self control) of the first --tasks built-in tasks, at each seed, in --workers processes of one
 thread each. It prints per candidate and method:
@@ -66,14 +67,16 @@ SPREAD = (
 )
 
 
-def grid_cells(tasks: list[str], methods, seeds: list[int], shots: int, recipe) -> list:
-    """The single cells and the joint grid (diagonal included) of `tasks`, per method and seed."""
+def grid_cells(tasks: list[str], methods, seeds: list[int], shots: int, recipe, own=None) -> list:
+    """The single cells and the joint grid (diagonal included) of `tasks`, per method and seed; a
+    method's `own` recipe fields (the default spec's [recipe.<method>]) over the candidate's."""
     from pipeline.cell import Cell
 
     cells = []
     for method, config in methods:
+        mine = dataclasses.replace(recipe, **dict(dict(own or {}).get(method, ())))
         for seed in seeds:
-            common = dict(method=method, backbone="builtin", shots=shots, seed=seed, recipe=recipe)
+            common = dict(method=method, backbone="builtin", shots=shots, seed=seed, recipe=mine)
             common["method_config"] = config
             cells += [Cell(target=t, **common) for t in tasks]
             cells += [
@@ -210,8 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         shots, fields = CANDIDATES[name]
         recipe = dataclasses.replace(Recipe(**BASE), **fields)
         chosen = [(m, c) for m, c in methods if not only or m == only]
-        jobs += [(name, c) for c in grid_cells(tasks, chosen, seeds, shots, recipe)]
-    print(f"{len(jobs)} cells: {len(tasks)} tasks x {len(seeds)} seeds x {len(methods)} methods", flush=True)
+        jobs += [(name, c) for c in grid_cells(tasks, chosen, seeds, shots, recipe, spec.method_recipes)]
+    print(f"{len(jobs)} cells: {len(tasks)} tasks x {len(seeds)} seeds", flush=True)
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(args.workers, initializer=_init) as pool:
         rows = pd.DataFrame(pool.map(_run, jobs, chunksize=4))

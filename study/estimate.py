@@ -11,13 +11,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from study.schedule import CELLS_PER_TRIAL
+
 log = logging.getLogger(__name__)
 
 # What a trial costs beyond its cell's own seconds on Ray (scheduling, the result row, the prompt
 # file), what a launch costs before its first cell and after its last (Ray's start, the frozen and
 # the learned embeddings) and per round (a Tune run): fitted to a two-task CoOp run of the default
 # spec on 2 shared cores (26 cells in 51 s: 25 s before the first cell, 4 s after the last).
-TRIAL_OVERHEAD_S = 0.25
+TRIAL_OVERHEAD_S = 0.25  # per Tune trial, which runs up to CELLS_PER_TRIAL cells
 LAUNCH_S = 20.0
 ROUND_S = 6.0
 # A calibration cell stops after this many optimizer steps; its seconds per step then scale to the
@@ -53,7 +55,7 @@ class Estimate:
         for (stage, method), n in to_run.items():
             if n == 0:
                 continue
-            per = self.seconds.get((stage, method), 0.0) + TRIAL_OVERHEAD_S
+            per = self.seconds.get((stage, method), 0.0) + TRIAL_OVERHEAD_S / CELLS_PER_TRIAL
             wall = n * per / self.slots
             total += wall
             out.append(f"  {stage:<11} {method:<9} {n:>7} {per:>7.2f} {_clock(wall):>9}")
