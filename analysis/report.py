@@ -111,6 +111,18 @@ def _output_folder(folder: Path, out: str | Path | None) -> Path:
     return out
 
 
+# the kinds of file the report writes into its folder (tables, figures, summary, page)
+REPORT_SUFFIXES = (".html", ".md", ".csv", ".png", ".svg", ".pdf")
+
+
+def _check_outputs(out: Path) -> None:
+    """Refuse, before anything is written, a report folder where a name of a report file is taken by
+    something that is not a file (a folder, a pipe): the report would stop half written."""
+    for entry in sorted(out.iterdir()):
+        if entry.suffix in REPORT_SUFFIXES and not entry.is_symlink() and not entry.is_file():
+            raise ReportError(f"{entry} is not a file, and the report writes a file there; move it away")
+
+
 def make_report(
     folder: str | Path, out: str | Path | None = None, n_boot: int = 1000, seed: int = 0
 ) -> Report:
@@ -124,6 +136,7 @@ def make_report(
         why = f"; {len(tables.skipped)} unreadable file(s) skipped" if tables.skipped else ""
         raise ReportError(f"empty study: no cells in {tables.folder}{why}")
     out = _output_folder(tables.folder, out)
+    _check_outputs(out)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # means of empty slices: missing stays NaN
         a = analyse(tables, n_boot, seed)

@@ -91,11 +91,11 @@ def test_a_shipped_spec_shrinks_to_fewer_tasks_but_a_given_size_stays_an_error()
     assert notes == [
         "multisource.k 3 -> 2",
         "groups.n_groups 5 -> 3",
-        "noise.targets 5 -> 3",
+        "noise.targets 20 -> 3",
         "multisource.folds 4 -> 3",
     ]
     spec, notes = _spec(["noise.targets=2"], TASKS)
-    assert spec.noise.targets == 2 and "noise.targets 5 -> 3" not in notes
+    assert spec.noise.targets == 2 and "noise.targets 20 -> 3" not in notes
     with pytest.raises(MvlptError, match="'noise.targets' must be between 0 and 3, got 5"):
         _spec(["noise.targets=5"], TASKS)
 
@@ -103,7 +103,7 @@ def test_a_shipped_spec_shrinks_to_fewer_tasks_but_a_given_size_stays_an_error()
 def test_a_users_spec_is_not_shrunk(tmp_path, capsys):
     path = tmp_path / "mine.toml"
     path.write_text(resolve_spec_path("default").read_text().replace('name = "default"', 'name = "mine"'))
-    with pytest.raises(MvlptError, match="'noise.targets' must be between 0 and 3, got 5"):
+    with pytest.raises(MvlptError, match="'noise.targets' must be between 0 and 3, got 20"):
         command_line_spec(path, False, TASKS, [])
     out = str(tmp_path / "results")
     # KEY=VALUE after the flags, as after the spec
@@ -113,4 +113,4 @@ def test_a_users_spec_is_not_shrunk(tmp_path, capsys):
         main(["run", "--dry-run", "--bogus"])
     assert usage.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
     assert main(["run", str(path), "--tasks", "shapes,colors", "--out", out, "--dry-run"]) == 2
-    assert "'noise.targets' must be between 0 and 2, got 5" in capsys.readouterr().err
+    assert "'noise.targets' must be between 0 and 2, got 20" in capsys.readouterr().err

@@ -189,9 +189,9 @@ def test_shipped_default_spec_is_the_full_builtin_grid():
     grid = expand(spec)
     counts = grid.counts()
     assert {m for _, m in counts} == {"zeroshot", "coop", "vpt", "upt"}
-    # 400 pairs at seed 0, and the whole columns of 5 targets again at seed 1
-    assert spec.noise.seeds == (1,) and spec.noise.targets == 5 and spec.noise.pairs == 0
-    assert all(counts[("transfer", m)] == 400 + 5 * 20 for m in ("coop", "vpt", "upt"))
+    # 400 pairs at seed 0, and every target's whole column again at seed 1
+    assert spec.noise.seeds == (1,) and spec.noise.targets == 20 and spec.noise.pairs == 0
+    assert all(counts[("transfer", m)] == 400 + 400 for m in ("coop", "vpt", "upt"))
     assert all(counts[("single", m)] == 20 * 2 for m in ("coop", "vpt", "upt"))
     # MVLPT's method on top: 3 source policies per target (k = 3), groups by validation gain, every
     # set's prompt on the per-task budget
