@@ -37,7 +37,7 @@ def save(fig, path: Path) -> Path:
     from analysis.files import write_atomic
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")  # titles never clipped
     return write_atomic(path, buffer.getvalue())
 
 
@@ -179,5 +179,5 @@ def save_vector(fig, path: Path) -> Path:
     from analysis.files import write_atomic
 
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
     return write_atomic(path, buffer.getvalue())
