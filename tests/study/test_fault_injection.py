@@ -141,7 +141,9 @@ def test_a_broken_file_then_sigkill_at_random_moments_ends_as_an_uninterrupted_r
         write_folder(clean / name, ("a", "b"), n_train=2, n_test=2, seed=i)
     data = tmp_path / "data"
     shutil.copytree(clean, data)  # names, sizes and times kept: the same tasks, the same ids
-    image = data / "q" / "test" / "a" / "0.png"
+    # the last image of its class: `mvlpt run`'s data check opens a class's first image only, so the
+    # launch starts and the cells that read this one fail, as a read failure during a run does
+    image = sorted((data / "q" / "test" / "a").glob("*.png"))[-1]
     original = image.read_bytes()
     _swap_bytes_keep_stat(image, b"\0" * len(original))
     # a feature cache per copy: features cached from the clean copy would hide the broken file
