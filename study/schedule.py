@@ -200,10 +200,10 @@ def start_ray(address: str | None, num_cpus: int | None):
     import ray
     from ray import tune  # noqa: F401 - imported here so that its cost counts as start-up
 
+    if address and "://" not in address and address != "auto":
+        _check_reachable(address)  # also when this process already runs Ray: never ignore an address
     if ray.is_initialized():
         return ray
-    if address and "://" not in address and address != "auto":
-        _check_reachable(address)
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address:
