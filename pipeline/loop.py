@@ -451,13 +451,12 @@ def train(
         plan = set_batches(data.sizes(), recipe, seed, data.budget)
     else:
         plan = epoch_batches(n_target, len(data.inputs) - n_target, recipe, seed, data.sampling, data.mirror)
-    if not params or not plan or recipe.selection == "val_metric_with_start":
-        best = validate()
-        best_state, best_epoch, history = start, -1, []
-        if not params or not plan:
-            return Trained(best_state, -1, 0, best[0], history, False)
-    else:
-        best, best_state, best_epoch, history = None, start, -1, []
+    untrained = not params or not plan
+    # the start is scored only where it is a candidate (or all there is)
+    best = validate() if untrained or recipe.selection == "val_metric_with_start" else None
+    best_state, best_epoch, history = start, -1, []
+    if untrained:
+        return Trained(start, -1, 0, best[0], history, False)
     optim = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     # validate once an epoch of the recipe: when min_steps stretches a small training set over more
     # (shorter) epochs, every `every` of them, and after the last; `last` validates the last alone
