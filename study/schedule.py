@@ -9,6 +9,7 @@ Tune's state. A trial of several cells pays Tune's per-trial cost once for all o
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import tempfile
@@ -156,11 +157,16 @@ def _in_plan_order(job: Job, done: frozenset[str], slots: int):
             if not self.waiting:
                 return Searcher.FINISHED
             size = max(1, min(CELLS_PER_TRIAL, len(self.waiting) // (2 * slots)))
-            ready = [k for k, i in enumerate(self.waiting) if self.finished.issuperset(job.deps[i])][:size]
+            # the first `size` waiting cells whose sources are done (the scan stops there)
+            ready = set(
+                itertools.islice(
+                    (k for k, i in enumerate(self.waiting) if self.finished.issuperset(job.deps[i])), size
+                )
+            )
             if not ready:
                 return None  # every waiting cell needs one that is still running
-            cells = [self.waiting[k] for k in ready]
-            self.waiting = [i for k, i in enumerate(self.waiting) if k not in set(ready)]
+            cells = [self.waiting[k] for k in sorted(ready)]
+            self.waiting = [i for k, i in enumerate(self.waiting) if k not in ready]
             self.running[trial_id] = cells
             return {"cells": cells}
 
