@@ -30,6 +30,11 @@ from pipeline.data.scenes import (
 )
 
 N_TRAIN, N_TEST = 24, 50  # images per class (multi-label tasks: see MULTI_IMAGES)
+# A task's test split holds at least this many images (more per class for tasks of few classes):
+# two prompts of equal worth score apart by about sqrt(disagreement / images), and at 100 to 300
+# images that evaluation noise was a third (CoOp, VPT) to three fifths (UPT) of a cell's seed
+# variance.
+MIN_TEST = 800
 MULTI_IMAGES = {"train": 120, "test": 240}
 CORNERS = ("top left", "top right", "bottom left", "bottom right", "center")
 
@@ -262,20 +267,25 @@ def _seed(*parts) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(keys)))
 
 
+def test_per_class(n_classes: int) -> int:
+    """Test images per class of a single-label task: N_TEST, or more to reach MIN_TEST in all."""
+    return max(N_TEST, -(-MIN_TEST // n_classes))
+
+
 def task_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3, 32, 32) uint8 images and labels ((N,) ints, or (N, C) multi-hot) of one split."""
     spec = SUITE[name]
     rng = _seed("task", name, split)
     n_classes = len(spec.values)
     if spec.kind == "multi":
-        n = MULTI_IMAGES[split]
+        n = MULTI_IMAGES[split] if split == "train" else max(MULTI_IMAGES[split], MIN_TEST)
         fixed = {**spec.fixed, "classes": spec.values}
         scenes = [sample_scene(rng, "multi", fixed) for _ in range(n)]
         labels = np.zeros((n, n_classes), dtype=np.float32)
         for i, s in enumerate(scenes):
             labels[i, [spec.values.index(sh) for sh in s["shapes"]]] = 1.0
     else:
-        per_class = N_TRAIN if split == "train" else N_TEST
+        per_class = N_TRAIN if split == "train" else test_per_class(n_classes)
         labels = np.repeat(np.arange(n_classes), per_class)
         scenes = [sample_scene(rng, spec.kind, _class_fixed(spec, spec.values[c])) for c in labels]
     images = np.stack([render(rng, s) for s in scenes])

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from pipeline.data import suite
 from study.cli import main
 from tests.toy_data import write_folder
 
@@ -237,7 +238,7 @@ def test_cell_defaults_to_the_builtin_backbone(capsys):
         == 0
     )
     row = json.loads(capsys.readouterr().out)
-    assert row["backbone"] == "builtin" and row["n_test"] == 100 and 0 <= row["value"] <= 1
+    assert row["backbone"] == "builtin" and row["n_test"] == suite.MIN_TEST and 0 <= row["value"] <= 1
     assert main(["pretrain"]) == 0
     assert "found in the cache" in capsys.readouterr().out
 
