@@ -199,10 +199,12 @@ def test_shipped_default_spec_is_the_full_builtin_grid():
     assert spec.multisource.k == 3 and spec.groups.by == ("gain",) and spec.groups.n_groups == 5
     assert spec.multisource.budget == spec.groups.budget == "per_task"
     assert all(counts[("multisource", m)] + grid.pending[("multisource", m)] == 60 for m in ("coop", "vpt"))
-    # the recipe for the small backbone reaches every cell, its step floor included; UPT's is its own
+    # the recipe for the small backbone reaches every cell, its step floor included; CoOp's (twice
+    # the steps) and UPT's (clipped) fields are their own
     recipes = {c.method: c.recipe for c in grid.cells if c.stage != "zeroshot"}
-    assert {r.min_steps for r in recipes.values()} == {20} and recipes["coop"] == recipes["vpt"]
-    assert recipes["upt"].grad_clip > 0 and recipes["coop"].grad_clip == 0
+    assert recipes["vpt"].min_steps == recipes["upt"].min_steps == 20 and recipes["coop"].min_steps == 40
+    assert recipes["upt"].grad_clip > 0 and recipes["coop"].grad_clip == recipes["vpt"].grad_clip == 0
+    assert dataclasses.replace(recipes["coop"], min_steps=20) == recipes["vpt"]
 
 
 def test_a_full_disk_loses_nothing_already_stored(tmp_path, monkeypatch):
