@@ -19,7 +19,14 @@ def test_the_scenarios_are_built_like_the_suite():
 
 
 def test_reported_tests_keep_their_false_positive_rate_and_intervals_their_coverage():
-    table = calibration_table(run(replicates=8, n_perm=30, n_boot=30, seed=1))
+    draws = run(replicates=8, n_perm=30, n_boot=30, seed=1, null_replicates=10)
+    assert draws["scenario"].value_counts().to_dict() == {**dict.fromkeys(NULLS, 10), "planted": 8}
+    # the nulls skip the bootstraps only coverage reads; the donor lead's interval is its test
+    null, planted = draws[draws["scenario"] != "planted"], draws[draws["scenario"] == "planted"]
+    spearman = "per-target spearman (visual)"
+    assert null[f"{spearman}|lo"].isna().all() and planted[f"{spearman}|lo"].notna().all()
+    assert null["donor lead over random|lo"].notna().all()
+    table = calibration_table(draws)
     reported = table[~table["statistic"].str.startswith(NOT_REPORTED)]
     for scenario in NULLS:  # pooled over the tests: 8 studies each are too few to judge one test
         rate = reported[f"false+ {scenario}"].dropna()
