@@ -400,6 +400,9 @@ def _noise_row(a: Analysis, setting: Setting, d, parts: dict[str, list]) -> None
             "reliability_within": rel.within,
             "reliability_within_lo": rel.within_lo,
             "reliability_within_hi": rel.within_hi,
+            # by the measured signal and noise: the seeds a pair for a reliability of 0.7
+            "seeds_for_07": rel.seeds_for(0.7, within=False),
+            "seeds_for_07_within": rel.seeds_for(0.7),
             "cells_beyond_2se": int(errors["beyond_2se"][errors["source"] != errors["target"]].sum()),
         }
     )

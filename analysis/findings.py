@@ -4,6 +4,7 @@ ALPHA and its interval lies on one side of chance; the rest is one "no claim" se
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -189,6 +190,22 @@ def _reliability(r, name: str) -> str:
     return num(r[name], 2, "n/a")
 
 
+def _seeds_count(n) -> str:
+    return "no number of seeds (no signal above the noise)" if math.isinf(n) else f"{int(n)}"
+
+
+def _seeds_needed(r) -> str:
+    """How many seeds a pair a reliability of 0.7 takes, overall and within targets, where measured."""
+    keys = [k for k in ("seeds_for_07", "seeds_for_07_within") if k in r.index and not pd.isna(r[k])]
+    if len(keys) < 2:
+        return ""
+    overall, within = (r[k] for k in keys)
+    return (
+        f" (0.7 takes {_seeds_count(within)} seeds a pair within targets, {_seeds_count(overall)} overall,"
+        " by the measured noise)"
+    )
+
+
 def _noise_sentence(t: FindingTables) -> str | None:
     if t.noise is None or not len(t.noise):
         return None
@@ -201,6 +218,7 @@ def _noise_sentence(t: FindingTables) -> str | None:
         rel = f"reliability {_reliability(r, 'reliability')}"
         if "reliability_within" in r.index and finite(r["reliability_within"]):
             rel += f", within targets {_reliability(r, 'reliability_within')}"
+        rel += _seeds_needed(r)
         parts.append(f"{label} seed sd {num(r['seed_sd_pts'], 2)} points, {rel}")
     return "Seed noise: " + "; ".join(parts) + "."
 

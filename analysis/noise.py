@@ -16,6 +16,7 @@ measure the other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,9 @@ class Reliability:
     see), each with a 95% bootstrap interval. `pair_var`: the transfer cell's seed variance, the
     noise within a column; `single_var`: the single cell's, shared by its column (points^2).
     `source`: "columns" (whole target columns at two or more seeds), "pairs" (pairs with several
-    seeds less the single cells' variance) or "" (unmeasured: every figure NaN)."""
+    seeds less the single cells' variance) or "" (unmeasured: every figure NaN). The signals (the
+    observed variances less their noise floors) give the reliability at any other number of seeds
+    a pair, each seed's noise being independent of the others'."""
 
     overall: float
     overall_lo: float
@@ -93,6 +96,37 @@ class Reliability:
     single_var: float
     n_columns: int
     source: str
+    signal_overall: float = float("nan")  # the true gains' variance (points^2): total and within targets
+    signal_within: float = float("nan")
+
+    def overall_at(self, n_seeds: float) -> float:
+        """The overall reliability the matrix would have with `n_seeds` seeds on every pair."""
+        return _at(self.signal_overall, self.pair_var + self.single_var, n_seeds)
+
+    def within_at(self, n_seeds: float) -> float:
+        """The within-target reliability the matrix would have with `n_seeds` seeds on every pair."""
+        return _at(self.signal_within, self.pair_var, n_seeds)
+
+    def seeds_for(self, level: float = 0.7, within: bool = True) -> float:
+        """How many seeds a pair the matrix needs for a reliability of `level` (within targets, or
+        overall), by its measured signal and noise: the smallest whole number, at least 1; inf
+        where no signal stands above the noise, NaN where either is unmeasured."""
+        signal = self.signal_within if within else self.signal_overall
+        noise = self.pair_var if within else self.pair_var + self.single_var
+        if not (np.isfinite(signal) and np.isfinite(noise)):
+            return float("nan")
+        if signal <= 0:
+            return float("inf")
+        return float(max(1, math.ceil(level / (1 - level) * noise / signal - 1e-9)))
+
+
+def _at(signal: float, noise: float, n_seeds: float) -> float:
+    """signal / (signal + noise / n): the reliability of a mean over n seeds (0 without signal)."""
+    if not (np.isfinite(signal) and np.isfinite(noise)):
+        return float("nan")
+    signal = max(signal, 0.0)
+    observed = signal + noise / n_seeds
+    return float(signal / observed) if observed > 0 else float("nan")
 
 
 def _column_ss(seed_table: pd.DataFrame) -> pd.DataFrame:
@@ -141,14 +175,18 @@ def _target_stats(means: pd.DataFrame) -> np.ndarray:
     return out.to_numpy(float)
 
 
-def _matrix_reliability(stats: np.ndarray, pair_var, single_var) -> tuple[np.ndarray, np.ndarray]:
-    """(overall, within-target) reliability from per-target stats (targets on axis -2, as many draws
-    as the noise variances on the leading axis): 1 - noise floor / observed variance."""
+def _observed(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(total variance, pooled within-target variance, mean 1 / seed count) of the pair means."""
     k, total_sum, sq, ss, inv_n = np.moveaxis(stats, -1, 0)
     n, n_targets = k.sum(-1), k.shape[-1]
     total = (sq.sum(-1) - total_sum.sum(-1) ** 2 / n) / (n - 1)
-    within = ss.sum(-1) / (n - n_targets)
-    mean_inv_n = inv_n.sum(-1) / n
+    return total, ss.sum(-1) / (n - n_targets), inv_n.sum(-1) / n
+
+
+def _matrix_reliability(stats: np.ndarray, pair_var, single_var) -> tuple[np.ndarray, np.ndarray]:
+    """(overall, within-target) reliability from per-target stats (targets on axis -2, as many draws
+    as the noise variances on the leading axis): 1 - noise floor / observed variance."""
+    total, within, mean_inv_n = _observed(stats)
     with np.errstate(divide="ignore", invalid="ignore"):
         overall = 1.0 - (np.asarray(pair_var) + np.asarray(single_var)) * mean_inv_n / total
         inside = 1.0 - np.asarray(pair_var) * mean_inv_n / within
@@ -195,6 +233,18 @@ def reliability_as_analysed(seed_table: pd.DataFrame, n_boot: int = 1000, seed: 
     s_var = _boot_pooled(singles, single_var, rng, n_boot)
     draws = np.stack(_matrix_reliability(picked, p_var, s_var), axis=1)
     lo, hi = np.nanpercentile(draws, [2.5, 97.5], axis=0)
+    total_obs, within_obs, mean_inv_n = _observed(stats)
     return Reliability(
-        float(overall), lo[0], hi[0], float(within), lo[1], hi[1], pair_var, single_var, len(columns), source
+        float(overall),
+        lo[0],
+        hi[0],
+        float(within),
+        lo[1],
+        hi[1],
+        pair_var,
+        single_var,
+        len(columns),
+        source,
+        signal_overall=float(total_obs - (pair_var + single_var) * mean_inv_n),
+        signal_within=float(within_obs - pair_var * mean_inv_n),
     )

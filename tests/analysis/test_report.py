@@ -326,6 +326,13 @@ def test_extra_seeds_on_some_pairs_measure_the_noise_of_every_pair(tmp_path):
     assert gains.loc[("a", "c"), "gain_se_pts"] == pytest.approx(np.sqrt(0.5))  # one seed: pooled sd
     assert "Seed noise: coop joint 4-shot seed sd 0.71 points, reliability" in report.text
     assert "unmeasured" not in report.text
+    # the seeds a pair that a reliability of 0.7 takes, by the measured noise, in the table and the text
+    counts = [noise[k] for k in ("seeds_for_07_within", "seeds_for_07")]
+    said = ["no number of seeds (no signal above the noise)" if np.isinf(c) else str(int(c)) for c in counts]
+    assert all(c >= 1 for c in counts)
+    assert f"(0.7 takes {said[0]} seeds a pair within targets, {said[1]} overall, by the measured noise)" in (
+        report.text
+    )
     page = report.html.read_text()
     assert "Outlined cells: mean gain more than 2 standard errors from zero" in page
     assert "of which seed noise" in page  # the decomposition's column beside the pairwise share
