@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.adjust import adjust_within
 from analysis.combine import combine_k, groups_table, multisource_table, source_prediction
-from analysis.controls import exact_zero_gains, kept_by_stage, self_control
+from analysis.controls import exact_zero_gains, kept_by_stage, kept_per_method, self_control
 from analysis.decompose import decompose
 from analysis.gains import (
     SETTING_KEYS,
@@ -126,9 +126,7 @@ class Analysis:
     prediction: pd.DataFrame | None = None  # sources predicted with the target held out, per setting
     prediction_targets: pd.DataFrame | None = None  # the same per target
     k: int | None = None  # how many sources the held-out prediction picks
-    kept_start: pd.DataFrame | None = (
-        None  # per method: transfer cells that kept their start, of those that say
-    )
+    kept_start: pd.DataFrame | None = None  # per method, its tuned stages: cells that kept their start
     kept_cells: pd.DataFrame | None = None  # per setting and pair: whether a seed's prompt kept its start
     self_control: pd.DataFrame | None = None  # the target as its own source, per setting
     kept_stages: pd.DataFrame | None = None  # per tuned stage and method: cells that kept their start
@@ -415,6 +413,7 @@ def _controls(a: Analysis) -> None:
         sd = {tuple(r[k] for k in SETTING_KEYS): r["seed_sd_pts"] for _, r in a.noise.iterrows()}
     a.self_control = self_control(a.seed_table, sd)
     a.kept_stages = kept_by_stage(a.tables.cells)
+    a.kept_start = kept_per_method(a.kept_stages)
     a.zero_gains = exact_zero_gains(a.seed_table)
 
 
@@ -498,19 +497,21 @@ def _gather(a: Analysis, parts: dict[str, list]) -> None:
     _controls(a)
 
 
-def kept_start(cells: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+def kept_pairs(cells: pd.DataFrame) -> pd.DataFrame | None:
     """From the rows' `moved` column (absent in older studies, null for rows that do not say): per
-    method the transfer cells whose prompt kept its start (moved is False) of those that say, and per
-    setting and pair whether any seed's cell kept it. (None, None) without the column."""
+    setting and pair, whether any seed's transfer cell kept its start (the panel's crosses). None
+    without the column or without a transfer cell that says."""
     if "moved" not in cells:
-        return None, None
+        return None
     part = cells[(cells["stage"] == "transfer") & cells["moved"].notna()]
     if part.empty:
-        return None, None
+        return None
     part = part.assign(kept=~part["moved"].astype(bool))
-    per_method = part.groupby("method", sort=False)["kept"].agg(kept="sum", cells="count").reset_index()
-    pairs = part.groupby([*SETTING_KEYS, "source", "target"], dropna=False, sort=False)["kept"].any()
-    return per_method, pairs.reset_index()
+    return (
+        part.groupby([*SETTING_KEYS, "source", "target"], dropna=False, sort=False)["kept"]
+        .any()
+        .reset_index()
+    )
 
 
 def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
@@ -566,7 +567,7 @@ def analyse(tables: StudyTables, n_boot: int = 1000, seed: int = 0) -> Analysis:
     a.summary = _with_errors(a)
     a.missing = _offdiag_missing(seeds)
     a.best = best_sources(summary)
-    a.kept_start, a.kept_cells = kept_start(cells)
+    a.kept_cells = kept_pairs(cells)
     methods = method_summary(summary, singles, zeroshot, a.correlations)
     rank = methods["method"].map(lambda m: method_key(m)[0])
     a.methods = (

@@ -44,8 +44,9 @@ def self_control(seed_table: pd.DataFrame, seed_sd: dict | None = None) -> pd.Da
 
 
 def kept_by_stage(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per tuned stage and method: ok cells, how many kept their untuned prompt, and their share.
-    Rows written before the `moved` column have it null and count as unknown, not as kept."""
+    """Per tuned stage and method: ok cells, how many say whether their prompt moved (`known`), how many
+    kept their untuned prompt, and their share of those that say. Rows written before the `moved`
+    column have it null and count as unknown, not as kept."""
     if "moved" not in cells.columns:
         cells = cells.assign(moved=pd.NA)
     ok = cells[(cells["status"] == "ok") & cells["stage"].isin(TUNED_STAGES)]
@@ -58,13 +59,23 @@ def kept_by_stage(cells: pd.DataFrame) -> pd.DataFrame:
                 "stage": stage,
                 "method": method,
                 "cells": len(part),
+                "known": len(known),
                 "kept_start": kept,
                 "share": kept / len(known) if len(known) else float("nan"),
             }
         )
-    out = pd.DataFrame(rows, columns=["stage", "method", "cells", "kept_start", "share"])
+    out = pd.DataFrame(rows, columns=["stage", "method", "cells", "known", "kept_start", "share"])
     rank = {s: i for i, s in enumerate(STAGES)}
     return out.sort_values(["stage", "method"], key=lambda c: c.map(rank) if c.name == "stage" else c)
+
+
+def kept_per_method(stages: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Per method, over its tuned stages (kept_by_stage's rows): the cells that kept their start
+    (`kept`) of the cells that say (`cells`); None where no cell says."""
+    if stages is None or not len(stages) or not stages["known"].sum():
+        return None
+    g = stages[stages["known"] > 0].groupby("method", sort=False)
+    return pd.DataFrame({"kept": g["kept_start"].sum(), "cells": g["known"].sum()}).reset_index()
 
 
 def exact_zero_gains(seed_table: pd.DataFrame) -> pd.DataFrame:

@@ -31,7 +31,7 @@ class FindingTables:
     multisource: pd.DataFrame | None = None
     groups: pd.DataFrame | None = None
     prediction: pd.DataFrame | None = None
-    kept_start: pd.DataFrame | None = None  # per method: cells that kept their start, of cells that say
+    kept_start: pd.DataFrame | None = None  # per method: tuned cells that kept their start, of cells that say
     self_control: pd.DataFrame | None = None  # per setting: the target as its own source's gain
     names: Mapping[str, str] | None = None  # similarity key -> its name in text
 
@@ -244,7 +244,8 @@ def _kept_sentence(t: FindingTables) -> str | None:
         return None
     parts = [f"{r['method']} {int(r['kept'])} of {int(r['cells'])}" for _, r in k.iterrows()]
     return (
-        "Cells whose prompt kept its start (it never moved, marked in the panel): " + "; ".join(parts) + "."
+        "Tuned cells (single, transfer, multitask, multisource) whose prompt kept its start (it never moved;"
+        " transfer cells marked in the panel): " + "; ".join(parts) + "."
     )
 
 

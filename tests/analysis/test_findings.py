@@ -8,7 +8,8 @@ import pandas as pd
 from tables import embedded_similarity, names, square
 
 from analysis.adjust import adjust_within
-from analysis.assemble import kept_start
+from analysis.assemble import kept_pairs
+from analysis.controls import kept_by_stage, kept_per_method
 from analysis.findings import MAX_SENTENCES, FindingTables, findings
 from analysis.model import crossed_effects
 from analysis.pertarget import per_target_summary
@@ -62,21 +63,30 @@ def test_the_planted_relation_is_named_and_the_null_ones_rarely():
 def test_cells_that_kept_their_start_are_counted_from_the_moved_column():
     cells = pd.DataFrame(
         {
-            "stage": ["transfer"] * 4 + ["single"],
-            "method": ["coop", "coop", "coop", "vpt", "coop"],
-            "mode": ["joint"] * 4 + [None],
-            "shots": [4] * 5,
-            "source": ["a", "b", "c", "a", None],
-            "target": ["b", "a", "a", "b", "a"],
-            "moved": [True, False, None, True, False],
+            "stage": ["transfer"] * 4 + ["single", "multitask", "zeroshot"],
+            "method": ["coop", "coop", "coop", "vpt", "coop", "vpt", "zeroshot"],
+            "mode": ["joint"] * 4 + [None] * 3,
+            "shots": [4] * 6 + [0],
+            "source": ["a", "b", "c", "a", None, None, None],
+            "target": ["b", "a", "a", "b", "a", "a+b", "a"],
+            "moved": [True, False, None, True, False, False, None],
+            "status": ["ok"] * 7,
         }
     )
-    per_method, pairs = kept_start(cells)
+    stages = kept_by_stage(cells)
+    per_method = kept_per_method(stages)
+    # every tuned stage counts (zero-shot cells are not tuned); a row without a value says nothing
     assert per_method.set_index("method").to_dict("index") == {
-        "coop": {"kept": 1, "cells": 2},  # the row without a value says nothing
-        "vpt": {"kept": 0, "cells": 1},
+        "coop": {"kept": 2, "cells": 3},
+        "vpt": {"kept": 1, "cells": 2},
     }
+    by_stage = stages.set_index(["stage", "method"])
+    assert by_stage.loc[("transfer", "coop"), ["cells", "known", "kept_start"]].tolist() == [3, 2, 1]
+    pairs = kept_pairs(cells)
     assert pairs.set_index(["source", "target"]).loc[("b", "a"), "kept"]
+    assert not pairs.set_index(["source", "target"]).loc[("a", "b"), "kept"].any()
     said = findings(FindingTables(kept_start=per_method))
-    assert said[-1].startswith("Cells whose prompt kept its start") and "coop 1 of 2; vpt 0 of 1" in said[-1]
-    assert kept_start(cells.drop(columns="moved")) == (None, None)  # an older study: absent, not zero
+    assert said[-1].startswith("Tuned cells (single, transfer, multitask, multisource) whose prompt kept")
+    assert "coop 2 of 3; vpt 1 of 2" in said[-1]
+    unsaid = cells.drop(columns="moved")  # an older study: absent, not zero
+    assert kept_pairs(unsaid) is None and kept_per_method(kept_by_stage(unsaid)) is None
