@@ -14,6 +14,10 @@ Null scenarios (no tested similarity relates to the pairwise gains):
 - noisy: donor + receiver + heavy-tailed noise (t, 3 df) whose sd differs by target (1 to 5).
 Planted: the gains rise by 3 points per sd of visual similarity, pairwise.
 
+The reliability of the gain matrix is no test: its intervals' coverage is read on seed-level studies
+(per-seed gains of every target's column at two seeds, a transfer cell's seed sd 2 and a single
+cell's 3, as many studies as the planted scenario), beside the error of its projection to 4 seeds.
+
 A test's false-positive rate is the share of null replicates with p <= 0.05 (for the donor lead, whose
 report is an interval: the share whose interval excludes 0; only the unmodelled scenario has no donors,
 so only there is a lead false). An interval's coverage is the share of replicates whose interval holds
@@ -221,6 +225,75 @@ def calibration_table(draws: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# seed-level studies for the reliability of the gain matrix: transfer-cell seed sd 2, single-cell 3
+PAIR_SD, TRANSFER_SD, SINGLE_SD = 2.0, 2.0, 3.0
+
+
+def seed_study(rng: np.random.Generator, noise_columns: int = 5) -> tuple[pd.DataFrame, float, float]:
+    """Per-seed gains of a T-task grid (donor sd 2, receiver sd 3, pairwise sd 2; transfer-cell seed
+    sd 2, single-cell seed sd 3) at seed 0, and of `noise_columns` whole target columns at seed 1;
+    with the true overall and within-target reliability of the analysed (pair-mean) matrix: the share
+    of its expected variance that its true gains hold."""
+    truth = rng.normal(0, DONOR_SD, T)[:, None] + rng.normal(0, RECEIVER_SD, T)[None, :]
+    truth = truth + rng.normal(0, PAIR_SD, (T, T))
+    rows = []
+    for seed, targets in ((0, range(T)), (1, range(noise_columns))):
+        single = 50 + rng.normal(0, SINGLE_SD, T)  # one draw per target and seed, shared by its column
+        for t in range(T):  # every single cell runs at every seed; transfer cells where planned
+            for s in range(T):
+                transfer = 50 + truth[s, t] + rng.normal(0, TRANSFER_SD) if t in targets else np.nan
+                rows.append((f"s{s}", f"s{t}", seed, transfer - single[t], single[t]))
+    table = pd.DataFrame(rows, columns=["source", "target", "seed", "gain_pts", "single_pts"])
+    inv_n = (T - noise_columns + noise_columns / 2) / T  # mean of 1 / seeds over pairs
+    # the true gains' own variance, over all off-diagonal pairs and within target columns
+    off = ~np.eye(T, dtype=bool)
+    total_true = float(truth[off].var(ddof=1))
+    centred = np.where(off, truth - np.nanmean(np.where(off, truth, np.nan), axis=0), 0.0)
+    within_true = float((centred[off] ** 2).sum() / (off.sum() - T))
+    within = within_true / (within_true + TRANSFER_SD**2 * inv_n)
+    overall = total_true / (total_true + (TRANSFER_SD**2 + SINGLE_SD**2) * inv_n)
+    return table, overall, within
+
+
+def reliability_draws(replicates: int, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Per synthetic seed study (every target's column at two seeds, as in the default study): the
+    reliability overall and within targets with their intervals, the truth, and the reliability
+    within targets projected to 4 seeds a pair against the truth there."""
+    from analysis.noise import reliability_as_analysed
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in range(replicates):
+        table, overall, within = seed_study(rng, noise_columns=T)
+        rel = reliability_as_analysed(table, n_boot=n_boot, seed=seed + r)
+        signal = within * TRANSFER_SD**2 / 2 / (1 - within)  # the true within-target variance
+        rows.append(
+            {
+                "reliability overall|lo": rel.overall_lo,
+                "reliability overall|hi": rel.overall_hi,
+                "reliability overall|truth": overall,
+                "reliability within targets|lo": rel.within_lo,
+                "reliability within targets|hi": rel.within_hi,
+                "reliability within targets|truth": within,
+                "projection error at 4 seeds": rel.within_at(4) - signal / (signal + TRANSFER_SD**2 / 4),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reliability_rows(draws: pd.DataFrame) -> pd.DataFrame:
+    """The reliability intervals' coverage of the truth, as rows of the calibration table (they are
+    no tests: no false-positive rate)."""
+    rows = []
+    for name in ("reliability overall", "reliability within targets"):
+        lo, hi, truth = (draws[f"{name}|{k}"] for k in ("lo", "hi", "truth"))
+        coverage = float(((lo <= truth) & (truth <= hi)).mean())
+        rows.append({"statistic": f"{name} (seed studies)", "coverage planted": coverage})
+    table = pd.DataFrame(rows)
+    table["kept"] = table["coverage planted"] >= MIN_COVERAGE
+    return table
+
+
 def chance_over(replicates: int) -> float:
     """How often an exact test's false-positive rate over `replicates` null studies exceeds MAX_FALSE:
     the binomial tail at ALPHA. At 300 replicates it is about 5% per test, so among the table's dozens
@@ -242,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     draws = run(args.replicates, args.perm, args.boot, args.seed, args.null_replicates, args.workers)
-    table = calibration_table(draws)
+    seeds = reliability_draws(args.replicates, args.boot, args.seed)
+    table = pd.concat([calibration_table(draws), reliability_rows(seeds)], ignore_index=True)
     with pd.option_context(
         "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
     ):
@@ -255,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.perm} relabellings, {args.boot} resamples; "
         f"promise: false positives <= {MAX_FALSE:.0%} on each null, coverage >= {MIN_COVERAGE:.0%}; "
         f"{time.perf_counter() - start:.0f} s"
+    )
+    error = seeds["projection error at 4 seeds"]
+    print(
+        f"reliability within targets projected from 2 to 4 seeds a pair ({args.replicates} seed studies): "
+        f"mean error {error.mean():+.3f}, sd {error.std():.3f}"
     )
     return 0 if table["kept"].dropna().all() else 1
 

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.calibration import NOT_REPORTED, NULLS, calibration_table, make_study, run
+from bench.calibration import (
+    NOT_REPORTED,
+    NULLS,
+    calibration_table,
+    make_study,
+    reliability_draws,
+    reliability_rows,
+    run,
+)
 
 
 def test_the_scenarios_are_built_like_the_suite():
@@ -34,3 +42,15 @@ def test_reported_tests_keep_their_false_positive_rate_and_intervals_their_cover
     assert reported["coverage planted"].dropna().mean() >= 0.88, reported["coverage planted"].to_dict()
     donor = table.set_index("statistic").loc["donor lead over random"]
     assert donor["false+ unmodelled"] <= 0.1 and donor["coverage planted"] >= 0.9
+
+
+def test_the_reliability_intervals_cover_and_its_projection_errs_little_on_seed_studies():
+    draws = reliability_draws(replicates=12, n_boot=100, seed=2)
+    rows = reliability_rows(draws).set_index("statistic")
+    assert list(rows.index) == [
+        "reliability overall (seed studies)",
+        "reliability within targets (seed studies)",
+    ]
+    assert (rows["coverage planted"] >= 0.8).all(), rows["coverage planted"].to_dict()
+    error = draws["projection error at 4 seeds"]
+    assert abs(error.mean()) < 0.05 and error.abs().max() < 0.2

@@ -3,45 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from analysis.noise import reliability_as_analysed
-
-N, PAIR_SD, TRANSFER_SD, SINGLE_SD = 20, 2.0, 2.0, 3.0
-
-
-def _study(rng, noise_columns: int = 5) -> tuple[pd.DataFrame, float, float]:
-    """Per-seed gains of a 20-task grid (donor sd 2, receiver sd 3, pairwise sd 2; transfer-cell seed
-    sd 2, single-cell seed sd 3) at seed 0, and of `noise_columns` whole target columns at seed 1;
-    with the true overall and within-target reliability of the analysed (pair-mean) matrix: the
-    share of its expected variance that its true gains hold."""
-    donor, receiver = rng.normal(0, 2, N), rng.normal(0, 3, N)
-    pair = rng.normal(0, PAIR_SD, (N, N))
-    truth = donor[:, None] + receiver[None, :] + pair
-    rows = []
-    for seed, targets in ((0, range(N)), (1, range(noise_columns))):
-        single = 50 + rng.normal(0, SINGLE_SD, N)  # one draw per target and seed, shared by its column
-        for t in range(N):  # every single cell runs at every seed; transfer cells where planned
-            for s in range(N):
-                transfer = 50 + truth[s, t] + rng.normal(0, TRANSFER_SD) if t in targets else np.nan
-                rows.append((f"s{s}", f"s{t}", seed, transfer - single[t], single[t]))
-    table = pd.DataFrame(rows, columns=["source", "target", "seed", "gain_pts", "single_pts"])
-    inv_n = (N - noise_columns + noise_columns / 2) / N  # mean of 1 / seeds over pairs
-    # the true gains' own variance, over all off-diagonal pairs and within target columns
-    off = ~np.eye(N, dtype=bool)
-    total_true = float(truth[off].var(ddof=1))
-    centred = np.where(off, truth - np.nanmean(np.where(off, truth, np.nan), axis=0), 0.0)
-    within_true = float((centred[off] ** 2).sum() / (off.sum() - N))
-    within = within_true / (within_true + TRANSFER_SD**2 * inv_n)
-    overall = total_true / (total_true + (TRANSFER_SD**2 + SINGLE_SD**2) * inv_n)
-    return table, overall, within
+from bench.calibration import SINGLE_SD, TRANSFER_SD, seed_study
+from bench.calibration import T as N
 
 
 def test_reliability_is_unbiased_and_its_intervals_cover_on_synthetic_studies():
     rng = np.random.default_rng(7)
     estimates, covered = [], []
     for _ in range(40):
-        table, overall, within = _study(rng)
+        table, overall, within = seed_study(rng)
         r = reliability_as_analysed(table, n_boot=300, seed=1)
         assert r.source == "columns" and r.n_columns == 5
         estimates.append((r.overall - overall, r.within - within))
@@ -53,7 +25,7 @@ def test_reliability_is_unbiased_and_its_intervals_cover_on_synthetic_studies():
 
 def test_the_single_cells_noise_is_not_pairwise_noise_and_one_seed_is_unmeasured():
     rng = np.random.default_rng(3)
-    table, _, within = _study(rng)
+    table, _, within = seed_study(rng)
     noisy_single = table.copy()
     # a much noisier single cell at seed 1 moves every gain of its column alike: within targets
     # nothing changes
@@ -75,7 +47,7 @@ def test_the_seeds_a_pair_needs_are_projected_from_the_measured_signal_and_noise
     rng = np.random.default_rng(11)
     errors, agree = [], []
     for _ in range(40):
-        table, overall, within = _study(rng, noise_columns=N)  # the truth at 2 seeds a pair
+        table, overall, within = seed_study(rng, noise_columns=N)  # the truth at 2 seeds a pair
         # the true gains' variances behind it: reliability = signal / (signal + noise / 2)
         within_true = within * TRANSFER_SD**2 / 2 / (1 - within)
         total_true = overall * (TRANSFER_SD**2 + SINGLE_SD**2) / 2 / (1 - overall)
