@@ -38,10 +38,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BASE = dict(epochs=5, min_steps=20, lr=0.25, momentum=0.9, weight_decay=5e-4, warmup_epochs=1, warmup_lr=1e-3)
 # test images per task of the built-in suite before its floor (pipeline.data.suite.MIN_TEST): 50 per class
 TEST50 = 0
-# name -> (shots, recipe fields over BASE and the default spec's own fields per method, a method's
+# name -> (shots, recipe fields over the default spec's recipe and its own fields per method, a method's
 # name keying fields of its own [, the suite's MIN_TEST]); a candidate runs every --methods method.
 # "4-shot last" is the default spec (its own fields: CoOp 40 steps, UPT clipped at 2).
 _FORMER = dict(selection="last", coop=dict(min_steps=20), upt=dict(grad_clip=1.0))
@@ -78,24 +77,22 @@ SPREAD = (
 )
 
 
-def method_recipe(method: str, fields: dict, own=None):
-    """A candidate's recipe for one method: BASE, then the default spec's own fields for the method,
-    then the candidate's shared fields, then the candidate's fields for that method."""
-    from pipeline.recipe import Recipe
-
+def method_recipe(method: str, fields: dict, spec):
+    """A candidate's recipe for one method: the default spec's recipe for it (its shared fields, then
+    the method's own), then the candidate's shared fields, then the candidate's fields for that
+    method. A field the candidate leaves alone is the default spec's, not the kernel's."""
     shared = {k: v for k, v in fields.items() if not isinstance(v, dict)}
-    layers = (dict(dict(own or {}).get(method, ())), shared, fields.get(method, {}))
-    return dataclasses.replace(Recipe(**BASE), **{k: v for layer in layers for k, v in layer.items()})
+    return dataclasses.replace(spec.recipe_for(method), **(shared | fields.get(method, {})))
 
 
-def grid_cells(tasks: list[str], methods, seeds: list[int], shots: int, fields: dict, own=None) -> list:
+def grid_cells(tasks: list[str], methods, seeds: list[int], shots: int, fields: dict, spec) -> list:
     """The single cells and the joint grid (diagonal included) of `tasks`, per method and seed, on
     each method's recipe (method_recipe)."""
     from pipeline.cell import Cell
 
     cells = []
     for method, config in methods:
-        mine = method_recipe(method, fields, own)
+        mine = method_recipe(method, fields, spec)
         for seed in seeds:
             common = dict(method=method, backbone="builtin", shots=shots, seed=seed, recipe=mine)
             common["method_config"] = config
@@ -270,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         name, _, only = item.partition("@")
         shots, fields, *test = CANDIDATES[name]
         chosen = [(m, c) for m, c in methods if not only or m == only]
-        cells = grid_cells(tasks, chosen, seeds, shots, fields, spec.method_recipes)
+        cells = grid_cells(tasks, chosen, seeds, shots, fields, spec)
         jobs.setdefault(test[0] if test else suite.MIN_TEST, []).extend((name, c) for c in cells)
     print(f"{sum(map(len, jobs.values()))} cells: {len(tasks)} tasks x {len(seeds)} seeds", flush=True)
     start, rows = time.perf_counter(), []

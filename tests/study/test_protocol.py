@@ -105,3 +105,17 @@ def test_status_counts_the_cells_that_kept_their_start(tmp_path, capsys):
     out = capsys.readouterr().out
     header, single = out.splitlines()[1], next(line for line in out.splitlines() if line.startswith("single"))
     assert header.split()[-2:] == ["kept", "start"] and single.split()[-1] == "2"
+
+
+def test_the_protocol_bench_layers_a_candidate_over_the_specs_recipe():
+    """bench/protocol.py: a field a candidate leaves alone is the spec's (shared, then per method),
+    not the kernel's default; the candidate's shared fields, then its per-method ones, win."""
+    from bench.protocol import method_recipe
+
+    spec = spec_from_dict({**BASE, "recipe": {**BASE["recipe"], "selection": "last"}})
+    assert method_recipe("coop", {}, spec) == spec.recipe_for("coop")
+    plain = method_recipe("coop", {"min_steps": 9}, spec)
+    assert (plain.selection, plain.lr, plain.epochs, plain.min_steps) == ("last", 0.05, 2, 9)
+    vpt = method_recipe("vpt", {"lr": 0.2, "vpt": {"grad_clip": 1.5}, "coop": {"lr": 0.9}}, spec)
+    assert (vpt.lr, vpt.grad_clip, vpt.selection) == (0.2, 1.5, "last")  # the candidate's lr over the spec's
+    assert method_recipe("coop", {"coop": {"lr": 0.9}}, spec).lr == 0.9
