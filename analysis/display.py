@@ -172,10 +172,6 @@ def _with_interval(n: pd.DataFrame, name: str) -> list[str]:
     ]
 
 
-def _column(n: pd.DataFrame, name: str) -> pd.Series:
-    return n[name] if name in n else pd.Series(np.nan, index=n.index)
-
-
 def _seeds(x) -> str:
     """A count of seeds a pair: 'none' where no number reaches the level, n/a where unmeasured."""
     if pd.isna(x):
@@ -217,7 +213,7 @@ def noise_display(a: Analysis) -> pd.DataFrame:
             "reliability within targets": _with_interval(n, "reliability_within"),
             "seeds a pair for 0.7 (within targets / overall)": [
                 f"{_seeds(w)} / {_seeds(o)}"
-                for w, o in zip(_column(n, "seeds_for_07_within"), _column(n, "seeds_for_07"), strict=True)
+                for w, o in zip(n["seeds_for_07_within"], n["seeds_for_07"], strict=True)
             ],
             "cells > 2 SE": n["cells_beyond_2se"].where(n["measured"]).map(lambda x: num(x, 0, "n/a")),
         }

@@ -99,20 +99,25 @@ class Reliability:
     signal_overall: float = float("nan")  # the true gains' variance (points^2): total and within targets
     signal_within: float = float("nan")
 
+    def _signal_noise(self, within: bool) -> tuple[float, float]:
+        """(signal, one seed's noise) within targets (the transfer cell's), or overall (both cells')."""
+        if within:
+            return self.signal_within, self.pair_var
+        return self.signal_overall, self.pair_var + self.single_var
+
     def overall_at(self, n_seeds: float) -> float:
         """The overall reliability the matrix would have with `n_seeds` seeds on every pair."""
-        return _at(self.signal_overall, self.pair_var + self.single_var, n_seeds)
+        return _at(*self._signal_noise(False), n_seeds)
 
     def within_at(self, n_seeds: float) -> float:
         """The within-target reliability the matrix would have with `n_seeds` seeds on every pair."""
-        return _at(self.signal_within, self.pair_var, n_seeds)
+        return _at(*self._signal_noise(True), n_seeds)
 
     def seeds_for(self, level: float = 0.7, within: bool = True) -> float:
         """How many seeds a pair the matrix needs for a reliability of `level` (within targets, or
         overall), by its measured signal and noise: the smallest whole number, at least 1; inf
         where no signal stands above the noise, NaN where either is unmeasured."""
-        signal = self.signal_within if within else self.signal_overall
-        noise = self.pair_var if within else self.pair_var + self.single_var
+        signal, noise = self._signal_noise(within)
         if not (np.isfinite(signal) and np.isfinite(noise)):
             return float("nan")
         if signal <= 0:
@@ -183,10 +188,10 @@ def _observed(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return total, ss.sum(-1) / (n - n_targets), inv_n.sum(-1) / n
 
 
-def _matrix_reliability(stats: np.ndarray, pair_var, single_var) -> tuple[np.ndarray, np.ndarray]:
-    """(overall, within-target) reliability from per-target stats (targets on axis -2, as many draws
-    as the noise variances on the leading axis): 1 - noise floor / observed variance."""
-    total, within, mean_inv_n = _observed(stats)
+def _matrix_reliability(observed, pair_var, single_var) -> tuple[np.ndarray, np.ndarray]:
+    """(overall, within-target) reliability from `_observed`'s variances (as many draws as the noise
+    variances, or one): 1 - noise floor / observed variance."""
+    total, within, mean_inv_n = observed
     with np.errstate(divide="ignore", invalid="ignore"):
         overall = 1.0 - (np.asarray(pair_var) + np.asarray(single_var)) * mean_inv_n / total
         inside = 1.0 - np.asarray(pair_var) * mean_inv_n / within
@@ -226,14 +231,15 @@ def reliability_as_analysed(seed_table: pd.DataFrame, n_boot: int = 1000, seed: 
     if not source or means["target"].nunique() < 2 or len(means) < 3:
         return Reliability(nan, nan, nan, nan, nan, nan, pair_var, single_var, len(columns), "")
     stats = _target_stats(means)
-    overall, within = _matrix_reliability(stats, pair_var, single_var)
+    observed = _observed(stats)
+    overall, within = _matrix_reliability(observed, pair_var, single_var)
     rng = np.random.default_rng(seed)
     picked = stats[rng.integers(0, len(stats), (n_boot, len(stats)))]  # (B, T, 5)
     p_var = _boot_pooled(columns, pair_var, rng, n_boot) if source == "columns" else np.full(n_boot, pair_var)
     s_var = _boot_pooled(singles, single_var, rng, n_boot)
-    draws = np.stack(_matrix_reliability(picked, p_var, s_var), axis=1)
+    draws = np.stack(_matrix_reliability(_observed(picked), p_var, s_var), axis=1)
     lo, hi = np.nanpercentile(draws, [2.5, 97.5], axis=0)
-    total_obs, within_obs, mean_inv_n = _observed(stats)
+    total_obs, within_obs, mean_inv_n = observed
     return Reliability(
         float(overall),
         lo[0],
